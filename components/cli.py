@@ -21,11 +21,32 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
     return {"out": args.out, "counts": write_synthetic_rafdb(args.out, cfg)}
 
 
-def _cmd_prepare(args: argparse.Namespace) -> dict:
-    from components.config import PrepareConfig, load_stage_config
-    from components.stages.prepare import prepare
+def _stage(module: str, config: str, function: str, section: str):
+    """A sub-command that loads params.yaml[section] into `config` and calls `function`."""
 
-    return prepare(load_stage_config(PrepareConfig, "prepare", args.params))
+    def run(args: argparse.Namespace) -> dict:
+        import importlib
+
+        from components.config import load_stage_config
+
+        mod = importlib.import_module(module)
+        cfg = load_stage_config(getattr(mod, config), section, args.params)
+        return getattr(mod, function)(cfg)
+
+    return run
+
+
+# stage name -> (module, config class, stage function): the DVC stages, in pipeline order
+STAGES = {
+    "prepare": ("components.stages.prepare", "PrepareConfig", "prepare",
+                "align, degrade at every scale and pack the dataset"),
+    "teacher": ("components.stages.teacher", "TeacherConfig", "train_teacher",
+                "train the frozen FER model (CovPoolFER) on the HR training split"),
+    "features": ("components.stages.features", "FeaturesConfig", "cache_features",
+                 "cache the frozen extractor's features of HR and every LR scale"),
+    "evaluate": ("components.stages.evaluate", "EvaluateConfig", "evaluate",
+                 "per-scale accuracy table, plots and confusion matrices"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_cmd_synth)
 
-    prep = sub.add_parser("prepare", help="align, degrade at every scale and pack the dataset (params: prepare)")
-    prep.add_argument("--params", default="params.yaml")
-    prep.set_defaults(run=_cmd_prepare)
+    for name, (module, config, function, help_text) in STAGES.items():
+        stage = sub.add_parser(name, help=f"{help_text} (params.yaml: {name})")
+        stage.add_argument("--params", default="params.yaml")
+        stage.set_defaults(run=_stage(module, config, function, name))
     return parser
 
 

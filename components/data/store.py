@@ -19,8 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -37,6 +39,27 @@ class SplitArrays:
     votes: np.ndarray
 
 
+@contextmanager
+def atomic_directory(out: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `out`; on success it replaces `out` in one rename, on error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary output
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_store(
     out: str | Path,
     splits: dict[str, SplitArrays],
@@ -45,11 +68,7 @@ def write_store(
     meta: dict,
 ) -> None:
     """Write the whole store to a temp folder beside `out`, then swap it in."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the store is an ordinary output
-    try:
+    with atomic_directory(out) as tmp:
         for split, arrays in splits.items():
             d = tmp / split
             d.mkdir()
@@ -64,16 +83,6 @@ def write_store(
             writer.writerows(manifest)
         write_rejects(tmp / "rejects.csv", rejects)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_rejects(path: Path, rejects: list[Reject]) -> None:
