@@ -33,10 +33,10 @@ def read_expw(root: str | Path) -> tuple[list[FaceRecord], list[Reject]]:
         name, _face_id, top, left, right, bottom, _conf, label = parts
         try:
             top_i, left_i, right_i, bottom_i = (int(float(v)) for v in (top, left, right, bottom))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: int(float('inf'))
             rejects.append(Reject(where, "face box is not numeric"))
             continue
-        if not label.isdigit() or int(label) >= len(EXPW_CLASSES):
+        if not label.isdecimal() or int(label) >= len(EXPW_CLASSES):
             rejects.append(Reject(where, f"unknown label {label!r} (expected 0..6)"))
             continue
         if right_i <= left_i or bottom_i <= top_i or min(top_i, left_i) < 0:

@@ -35,7 +35,7 @@ def read_fer2013_csv(csv_path: str | Path) -> tuple[list[FaceRecord], list[Rejec
         for lineno, row in enumerate(reader, start=2):
             where = f"{csv_path}:{lineno}"
             emotion = (row["emotion"] or "").strip()
-            if not emotion.isdigit() or int(emotion) >= len(FER2013_CLASSES):
+            if not emotion.isdecimal() or int(emotion) >= len(FER2013_CLASSES):
                 rejects.append(Reject(where, f"unknown emotion label {emotion!r} (expected 0..6)"))
                 continue
             split = USAGE_TO_SPLIT.get((row["Usage"] or "").strip())
@@ -47,8 +47,11 @@ def read_fer2013_csv(csv_path: str | Path) -> tuple[list[FaceRecord], list[Rejec
             except ValueError:
                 rejects.append(Reject(where, "pixels are not numbers"))
                 continue
-            if values.size != FER2013_SIDE * FER2013_SIDE or values.min() < 0 or values.max() > 255:
+            if values.size != FER2013_SIDE * FER2013_SIDE:
                 rejects.append(Reject(where, f"expected {FER2013_SIDE * FER2013_SIDE} grey levels in 0..255, got {values.size}"))
+                continue
+            if not np.isfinite(values).all() or values.min() < 0 or values.max() > 255:  # "nan" parses as a float
+                rejects.append(Reject(where, "grey levels must be finite numbers in 0..255"))
                 continue
             pixels = values.astype(np.uint8).reshape(FER2013_SIDE, FER2013_SIDE, 1)
             records.append(FaceRecord(source=where, label=int(emotion), split=split, pixels=pixels))

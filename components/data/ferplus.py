@@ -59,6 +59,9 @@ def read_ferplus(root: str | Path) -> tuple[list[FaceRecord], list[Reject]]:
                 except ValueError:
                     rejects.append(Reject(where, f"vote counts are not numbers: {row[2:]}"))
                     continue
+                if not np.isfinite(votes).all():
+                    rejects.append(Reject(where, f"vote counts are not finite numbers: {row[2:]}"))
+                    continue
                 if (votes < 0).any():
                     rejects.append(Reject(where, "negative vote count"))
                     continue

@@ -32,7 +32,7 @@ def read_rafdb(root: str | Path, aligned: bool = True) -> tuple[list[FaceRecord]
             rejects.append(Reject(where, f"expected '<name> <label>', got {line!r}"))
             continue
         name, label_text = parts
-        if not label_text.isdigit() or not 1 <= int(label_text) <= len(RAFDB_CLASSES):
+        if not label_text.isdecimal() or not 1 <= int(label_text) <= len(RAFDB_CLASSES):
             rejects.append(Reject(where, f"unknown label {label_text!r} (RAF-DB labels are 1..7)"))
             continue
         if name.startswith("train_"):
@@ -42,7 +42,10 @@ def read_rafdb(root: str | Path, aligned: bool = True) -> tuple[list[FaceRecord]
         else:
             rejects.append(Reject(where, f"name {name!r} starts with neither train_ nor test_"))
             continue
-        file_name = f"{Path(name).stem}_aligned{Path(name).suffix}" if aligned else name
+        # Keep any folder part of the listed name, so a name escaping the root is caught
+        # below in aligned mode too (Path.stem alone would silently drop "../").
+        listed = Path(name)
+        file_name = str(listed.with_name(f"{listed.stem}_aligned{listed.suffix}")) if aligned else name
         try:
             path = resolve_inside(image_dir, file_name, where)
         except BadInput as err:

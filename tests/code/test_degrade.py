@@ -1,0 +1,193 @@
+"""MATLAB-exact bicubic resize (against real MATLAB outputs) and the LR degradation protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from components.data.degrade import crop_to_multiple, degrade_bicubic, imresize, upscale_to
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # the repo sits beside ../shared
+MATLAB_DIR = SHARED / "testdata" / "matlab_imresize"
+MAT_FILES = sorted(p.name for p in MATLAB_DIR.glob("*.mat")) if MATLAB_DIR.is_dir() else []
+needs_matlab = pytest.mark.skipif(
+    not MAT_FILES, reason=f"MATLAB imresize ground truth not found at {MATLAB_DIR} (shared folder absent)"
+)
+
+
+def _corner(values: dict[tuple[int, int], float]) -> np.ndarray:
+    x = np.zeros((4, 4))
+    for (r, c), v in values.items():
+        x[r, c] = v
+    return x
+
+
+def matlab_input(stem: str) -> np.ndarray:
+    """The input array of a ground-truth file, as described in the folder's README.md."""
+    if "butterfly" in stem:
+        bgr = cv2.imread(str(MATLAB_DIR / "butterfly.png"), cv2.IMREAD_COLOR)
+        assert bgr is not None, "butterfly.png could not be read"
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
+    if "topleft" in stem:
+        return _corner({(0, 0): 100, (1, 0): 10, (0, 1): 1, (0, 3): 100})
+    if "bottomright" in stem:
+        return _corner({(3, 3): 100, (2, 3): 10, (3, 2): 1, (3, 0): 100})
+    if "small" in stem:
+        return np.arange(16, dtype=np.float64).reshape(4, 4)
+    if "_x3_" in stem or "_x5_" in stem:
+        return np.arange(225, dtype=np.float64).reshape(15, 15)
+    return np.arange(64, dtype=np.float64).reshape(8, 8)
+
+
+def load_expected(name: str) -> np.ndarray:
+    from scipy.io import loadmat
+
+    stem = Path(name).stem
+    mat = loadmat(str(MATLAB_DIR / name))
+    assert stem in mat, f"{name}: no variable {stem!r} (has {[k for k in mat if not k.startswith('__')]})"
+    return np.asarray(mat[stem], dtype=np.float64)
+
+
+def assert_matches_matlab(result: np.ndarray, expected: np.ndarray, x: np.ndarray) -> None:
+    assert result.shape == expected.shape
+    tol = 1e-6 * (x.max() - x.min())
+    err = np.abs(result - expected).max()
+    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
+
+
+@needs_matlab
+def test_ground_truth_folder_has_every_case():
+    # 16 cases listed in the README: a silently missing file would shrink the parametrised test
+    assert len(MAT_FILES) == 16, MAT_FILES
+
+
+@needs_matlab
+@pytest.mark.parametrize("name", MAT_FILES or ["<absent>"])
+def test_imresize_matches_matlab(name):
+    stem = Path(name).stem
+    expected = load_expected(name)
+    x = matlab_input(stem)
+    antialias = stem.endswith("_aa")
+    assert antialias or stem.endswith("_noaa"), stem
+    result = imresize(x, output_shape=expected.shape[:2], antialias=antialias)
+    assert_matches_matlab(result, expected, x)
+
+
+@needs_matlab
+@pytest.mark.parametrize("name, factor", [
+    ("down_down_x2_aa.mat", 2), ("down_down_x4_aa.mat", 4), ("down_down_x3_aa.mat", 3), ("down_down_x5_aa.mat", 5),
+])
+def test_imresize_integer_scale_matches_matlab(name, factor):
+    expected = load_expected(name)
+    x = matlab_input(Path(name).stem)
+    assert_matches_matlab(imresize(x, scale=1 / factor), expected, x)
+
+
+@needs_matlab
+def test_imresize_batch_equals_per_image():
+    """The batched (B, H, W, C) path gives the same numbers as one image at a time."""
+    x = matlab_input("butterfly")[:64, :64]
+    batch = np.stack([x, x[::-1], 1 - x])
+    out = imresize(batch, output_shape=(23, 37))
+    for i in range(len(batch)):
+        np.testing.assert_allclose(out[i], imresize(batch[i], output_shape=(23, 37)), atol=1e-12)
+
+
+def test_antialias_changes_downscaling_only():
+    x = np.random.default_rng(0).random((20, 20))
+    assert not np.allclose(imresize(x, scale=0.5, antialias=True), imresize(x, scale=0.5, antialias=False))
+    np.testing.assert_allclose(imresize(x, scale=2, antialias=True), imresize(x, scale=2, antialias=False))
+
+
+def test_imresize_argument_errors():
+    x = np.zeros((8, 8))
+    with pytest.raises(ValueError):
+        imresize(x)
+    with pytest.raises(ValueError):
+        imresize(x, output_shape=(4, 4), scale=0.5)
+    with pytest.raises(ValueError):
+        imresize(x, scale=0)
+    with pytest.raises(ValueError):
+        imresize(x, output_shape=(0, 4))
+
+
+@pytest.fixture
+def hr_batch() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3, 100, 100, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 6, 7, 8])
+def test_degrade_bicubic_shapes(hr_batch, factor):
+    lr = degrade_bicubic(hr_batch, factor)
+    side = 100 // factor
+    assert lr.shape == (3, side, side, 3)
+    assert lr.dtype == np.uint8
+
+
+def test_degrade_bicubic_equals_matlab_resize_of_the_crop(hr_batch):
+    """x3 on 100 px: crop to 99, then MATLAB-resize by 1/3 and round, image by image."""
+    lr = degrade_bicubic(hr_batch, 3)
+    crop = hr_batch[:, :99, :99, :]  # (100 - 99) // 2 == 0: the crop starts at the corner
+    for i in range(len(hr_batch)):
+        ref = np.clip(np.round(imresize(crop[i].astype(np.float64), scale=1 / 3)), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(lr[i], ref)
+
+
+def test_degrade_bicubic_fractional_factor(hr_batch):
+    lr = degrade_bicubic(hr_batch, 2.5)
+    assert lr.shape == (3, 40, 40, 3)
+    assert lr.dtype == np.uint8
+    # a non-trivial result: not constant, and close to a plain area-average downscale
+    area = np.stack([cv2.resize(im, (40, 40), interpolation=cv2.INTER_AREA) for im in hr_batch])
+    assert lr.std() > 10
+    assert np.abs(lr.astype(float) - area).mean() < np.abs(lr.astype(float) - area[:, ::-1]).mean()
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.99, 0])
+def test_degrade_bicubic_rejects_factor_below_one(hr_batch, factor):
+    with pytest.raises(ValueError, match="scale factor"):
+        degrade_bicubic(hr_batch, factor)
+
+
+@pytest.mark.parametrize("factor, side", [(2, 100), (3, 99), (6, 96), (7, 98), (8, 96), (2.5, 100), (1.5, 99), (3.3, 99)])
+def test_crop_to_multiple(hr_batch, factor, side):
+    cropped = crop_to_multiple(hr_batch, factor)
+    assert cropped.shape == (3, side, side, 3)
+    n = side / factor
+    assert abs(n - round(n)) < 1e-9, "cropped side is not a whole multiple of the factor"
+    top = (100 - side) // 2
+    np.testing.assert_array_equal(cropped, hr_batch[:, top : top + side, top : top + side])
+
+
+def test_crop_to_multiple_non_square():
+    images = np.zeros((1, 50, 37, 1), np.uint8)
+    assert crop_to_multiple(images, 4).shape == (1, 48, 36, 1)
+
+
+@pytest.mark.parametrize("factor", [2, 2.5, 3, 4, 5, 6, 7, 8])
+def test_constant_image_stays_constant(factor):
+    hr = np.full((2, 100, 100, 3), 137, np.uint8)
+    hr[1] = 3
+    lr = degrade_bicubic(hr, factor)
+    assert (lr[0] == 137).all() and (lr[1] == 3).all()
+    up = upscale_to(lr, (100, 100))
+    assert (up[0] == 137).all() and (up[1] == 3).all()
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8, 2.5])
+def test_upscale_to_returns_hr_shape(hr_batch, factor):
+    up = upscale_to(degrade_bicubic(hr_batch, factor), (100, 100))
+    assert up.shape == hr_batch.shape
+    assert up.dtype == np.uint8
+
+
+def test_degradation_loses_more_detail_at_larger_factors():
+    """Round trip error grows with the factor on a textured image (the point of the protocol)."""
+    rng = np.random.default_rng(1)
+    hr = cv2.GaussianBlur(rng.integers(0, 256, (100, 100, 3)).astype(np.float64), (0, 0), 1.0)
+    hr = np.clip(hr, 0, 255).astype(np.uint8)[None]
+    errors = [np.abs(upscale_to(degrade_bicubic(hr, s), (100, 100)).astype(float) - hr).mean() for s in (2, 4, 8)]
+    assert errors[0] < errors[1] < errors[2], errors

@@ -1,0 +1,53 @@
+"""A tiny run of the real chain (synthetic data -> prepare -> teacher -> features -> evaluate),
+shared by the model-tier tests: small numbers, the same code paths as the pipeline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from components.config import PrepareConfig
+from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
+from components.stages.evaluate import EvaluateConfig, evaluate
+from components.stages.features import FeaturesConfig, cache_features
+from components.stages.prepare import prepare
+from components.stages.teacher import TeacherConfig, train_teacher
+
+TINY_TEACHER = dict(conv_channels=(16, 24, 32, 32, 48, 48), pool_after=(0, 1, 3), bimap_dim=16,
+                    fc_dims=(128, 64), epochs=12, batch_size=32, lr=2e-3, augment=False, experiment="test-teacher")
+
+
+@dataclass
+class TinyRun:
+    root: Path
+    prepared: Path
+    teacher: Path
+    features: Path
+    teacher_summary: dict
+    features_summary: dict
+    table: dict
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    root = tmp_path_factory.mktemp("tiny_run")
+    old_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    try:
+        write_synthetic_rafdb(root / "raw", SyntheticConfig(train_per_class=70, test_per_class=20, seed=0))
+        prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=48, scales=(2, 4, 8)))
+        teacher = train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"), **TINY_TEACHER),
+                                progress=False)
+        feats = cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
+                                              out=str(root / "features")), progress=False)
+        table = evaluate(EvaluateConfig(features=str(root / "features"), metrics=str(root / "metrics.json"),
+                                        plots=str(root / "plots"), experiment="test-evaluate"))
+    finally:
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    return TinyRun(root, root / "prepared", root / "teacher.pt", root / "features", teacher, feats, table)
