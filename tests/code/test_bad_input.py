@@ -94,7 +94,7 @@ def test_grayscale_png(tmp_path, channels):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_rgb_jpeg_is_rgb_order(tmp_path, channels):
+def test_colour_png_is_rgb_order(tmp_path, channels):
     bgr = np.zeros((16, 16, 3), np.uint8)
     bgr[:, :, 2] = 250  # pure red in OpenCV's BGR order
     path = tmp_path / "red.png"

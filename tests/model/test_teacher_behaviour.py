@@ -52,7 +52,7 @@ def test_same_params_same_teacher(tiny_run, tmp_path, monkeypatch):
     import torch
 
     from components.stages.teacher import TeacherConfig, train_teacher
-    from tests.model.conftest import TINY_TEACHER
+    from tests.conftest import TINY_TEACHER
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = dict(TINY_TEACHER, epochs=1)

@@ -1,4 +1,4 @@
-"""A tiny run of the real chain (synthetic data -> prepare -> teacher -> features -> evaluate),
+"""Shared fixtures. `tiny_run`: a tiny run of the real chain (synthetic data -> prepare -> teacher -> features -> evaluate),
 shared by the model-tier tests: small numbers, the same code paths as the pipeline."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from components.stages.features import FeaturesConfig, cache_features
 from components.stages.prepare import prepare
 from components.stages.teacher import TeacherConfig, train_teacher
 
-TINY_TEACHER = dict(conv_channels=(16, 24, 32, 32, 48, 48), pool_after=(0, 1, 3), bimap_dim=16,
+TINY_TEACHER = dict(conv_channels=(16, 32, 48, 48, 64, 64), pool_after=(0, 1, 3), bimap_dim=24,
                     fc_dims=(128, 64), epochs=12, batch_size=32, lr=2e-3, augment=False, experiment="test-teacher")
 
 
@@ -37,8 +37,8 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     old_uri = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     try:
-        write_synthetic_rafdb(root / "raw", SyntheticConfig(train_per_class=70, test_per_class=20, seed=0))
-        prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=48, scales=(2, 4, 8)))
+        write_synthetic_rafdb(root / "raw", SyntheticConfig(train_per_class=80, test_per_class=20, seed=0))
+        prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=64, scales=(2, 4, 8)))
         teacher = train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"), **TINY_TEACHER),
                                 progress=False)
         feats = cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),

@@ -1,0 +1,53 @@
+"""FSR-FER losses, per sample, and the classification-aware re-weighting (METHODS.md).
+
+Sign convention of the paper (eq. 7-8): D minimises
+    L_D = E[D(F_hr)] - E[D(F_sr)] + k E[ ||grad_x D(x_hat)||^p ],  x_hat = F_hr + a (F_sr - F_hr)
+and G minimises L_G,gan = E[D(F_sr)] (so D scores real features low). Defaults k = 2, p = 6.
+G's total: L_G = w_gan L_gan + w_percep L_percep + w_feat L_feat (eq. 10, weights 1, 1, 1
+in the paper; the reference code uses 1, 10, 0.01), each term weighted per sample by
+w_i = (sigma - p_i)^r, p_i = C's probability of the true class on F_sr.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def wgan_div_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, k: float, p: float,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """k E[ ||grad D(x_hat)||^p ] at random interpolates x_hat = real + a (fake - real), a ~ U(0,1) per sample."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype,
+                       generator=generator)
+    x_hat = (real + alpha * (fake - real)).detach().requires_grad_(True)
+    scores = discriminator(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return k * grad.flatten(1).norm(dim=1).pow(p).mean()
+
+
+def discriminator_losses(d_real: torch.Tensor, d_fake: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The three terms of L_D, named as logged: l_d_real, l_d_fake, l_d_div (their sum is L_D)."""
+    return {"l_d_real": d_real.mean(), "l_d_fake": -d_fake.mean(), "l_d_div": penalty}
+
+
+def generator_gan_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Per-sample L_G,gan = D(F_sr), (B,)."""
+    return d_fake
+
+
+def perceptual_loss(embed_sr: torch.Tensor, embed_hr: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||C(F_sr) - C(F_hr)||^2 in the classifier's 128-d space, mean over dims, (B,)."""
+    return (embed_sr - embed_hr).pow(2).mean(dim=1)
+
+
+def feature_l2_loss(f_sr: torch.Tensor, f_hr: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||F_sr - F_hr||^2, mean over the matrix entries, (B,)."""
+    return (f_sr - f_hr).pow(2).flatten(1).mean(dim=1)
+
+
+def classification_weights(logits_sr: torch.Tensor, labels: torch.Tensor, sigma: float, r: float,
+                           detach: bool = True) -> torch.Tensor:
+    """w_i = (sigma - p_i)^r, p_i = softmax(C(F_sr))[y_i]; sigma > 1 keeps w positive. (B,)"""
+    p_true = F.softmax(logits_sr, dim=1).gather(1, labels[:, None]).squeeze(1)
+    w = (sigma - p_true).pow(r)
+    return w.detach() if detach else w

@@ -1,0 +1,83 @@
+"""FSR-FER's generator G: ESRGAN residual-in-residual dense blocks on the LogEig matrix.
+
+F_sr = G(F_lr): the d x d LogEig feature matrix is a 1-channel image (reference code:
+[B, 128, 128, 1]); G keeps its size (no upsampling). Structure as ESRGAN (Wang et al.
+2018) with reduced channels (reference code: 32 channels, growth 16, 6 RRDBs):
+conv_first -> n x RRDB -> trunk conv (+ skip) -> conv_last, plus a global residual so G
+starts near the identity. Each RRDB = 3 dense blocks of 5 convs, residual scale 0.2,
+LeakyReLU 0.2, as ESRGAN. The reference code's BatchNorm after each dense conv is an
+option (`batch_norm`, default off, as ESRGAN and the paper).
+
+Choice (not in the paper): the output is symmetrised, 0.5 (Y + Y^T), because a LogEig
+feature is a symmetric matrix and the classifier reads its upper triangle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+RESIDUAL_SCALE = 0.2  # as ESRGAN
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    channels: int = 32
+    growth: int = 16
+    blocks: int = 6
+    batch_norm: bool = False
+
+
+class ResidualDenseBlock(nn.Module):
+    """5 densely connected 3x3 convs; output = x + 0.2 * conv5(...)."""
+
+    def __init__(self, channels: int, growth: int, batch_norm: bool):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        for i in range(5):
+            out = growth if i < 4 else channels
+            layers: list[nn.Module] = [nn.Conv2d(channels + i * growth, out, 3, padding=1)]
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out))
+            self.convs.append(nn.Sequential(*layers))
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for i, conv in enumerate(self.convs):
+            y = conv(torch.cat(feats, dim=1))
+            if i < 4:
+                feats.append(self.act(y))
+        return x + RESIDUAL_SCALE * y
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: 3 dense blocks, outer residual scaled by 0.2."""
+
+    def __init__(self, channels: int, growth: int, batch_norm: bool):
+        super().__init__()
+        self.body = nn.Sequential(*(ResidualDenseBlock(channels, growth, batch_norm) for _ in range(3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + RESIDUAL_SCALE * self.body(x)
+
+
+class FeatureGenerator(nn.Module):
+    """G: LR feature matrices (B, d, d) -> SR feature matrices (B, d, d)."""
+
+    def __init__(self, cfg: GeneratorConfig = GeneratorConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.conv_first = nn.Conv2d(1, cfg.channels, 3, padding=1)
+        self.trunk = nn.Sequential(*(RRDB(cfg.channels, cfg.growth, cfg.batch_norm) for _ in range(cfg.blocks)))
+        self.trunk_conv = nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1)
+        self.conv_last = nn.Conv2d(cfg.channels, 1, 3, padding=1)
+
+    def forward(self, f_lr: torch.Tensor) -> torch.Tensor:
+        x = f_lr.unsqueeze(1)  # (B, 1, d, d)
+        feat = self.conv_first(x)
+        feat = feat + self.trunk_conv(self.trunk(feat))
+        y = (x + self.conv_last(feat)).squeeze(1)  # global residual: G starts near the identity
+        return 0.5 * (y + y.transpose(1, 2))
