@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 from components.data.records import BadInput
 
@@ -44,6 +46,8 @@ STAGES = {
                 "train the frozen FER model (CovPoolFER) on the HR training split"),
     "features": ("components.stages.features", "FeaturesConfig", "cache_features",
                  "cache the frozen extractor's features of HR and every LR scale"),
+    "train_fsr": ("components.stages.train_fsr", "FSRConfig", "train_fsr",
+                  "train the FSR-FER GAN on Ray Train (several workers)"),
     "evaluate": ("components.stages.evaluate", "EvaluateConfig", "evaluate",
                  "per-scale accuracy table, plots and confusion matrices"),
 }
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, config, function, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=f"{help_text} (params.yaml: {name})")
         stage.add_argument("--params", default="params.yaml")
+        stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
         stage.set_defaults(run=_stage(module, config, function, name))
     return parser
 
@@ -75,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as err:
         print(f"fsrfer {args.command}: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str)
+    print(text)
+    if getattr(args, "summary", None):
+        path = Path(args.summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
     return 0
 
 

@@ -14,15 +14,24 @@ import torch
 import torch.nn.functional as F
 
 
-def wgan_div_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, k: float, p: float,
-                              generator: torch.Generator | None = None) -> torch.Tensor:
-    """k E[ ||grad D(x_hat)||^p ] at random interpolates x_hat = real + a (fake - real), a ~ U(0,1) per sample."""
+def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_hat = real + a (fake - real), a ~ U(0, 1) per sample; a leaf that requires grad."""
     alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype,
                        generator=generator)
-    x_hat = (real + alpha * (fake - real)).detach().requires_grad_(True)
-    scores = discriminator(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return (real + alpha * (fake.detach() - real)).detach().requires_grad_(True)
+
+
+def gradient_norm_penalty(scores_hat: torch.Tensor, x_hat: torch.Tensor, k: float, p: float) -> torch.Tensor:
+    """k E[ ||grad_x D(x_hat)||^p ] from D's scores at x_hat; differentiable w.r.t. D's parameters."""
+    (grad,) = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=True)
     return k * grad.flatten(1).norm(dim=1).pow(p).mean()
+
+
+def wgan_div_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, k: float, p: float,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The WGAN-div term of L_D for a discriminator: interpolate, score, penalise the gradient norm."""
+    x_hat = interpolate(real, fake, generator)
+    return gradient_norm_penalty(discriminator(x_hat), x_hat, k, p)
 
 
 def discriminator_losses(d_real: torch.Tensor, d_fake: torch.Tensor, penalty: torch.Tensor) -> dict[str, torch.Tensor]:

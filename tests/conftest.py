@@ -44,7 +44,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         feats = cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
                                               out=str(root / "features")), progress=False)
         table = evaluate(EvaluateConfig(features=str(root / "features"), metrics=str(root / "metrics.json"),
-                                        plots=str(root / "plots"), experiment="test-evaluate"))
+                                        plots=str(root / "plots"), experiment="test-evaluate", fsr=""))
     finally:
         if old_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

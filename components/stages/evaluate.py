@@ -1,8 +1,9 @@
 """Stage `evaluate`: the per-scale accuracy table, as DVC metrics, plots and MLflow.
 
-Columns (methods): "bicubic" is the frozen teacher on bicubic-upscaled LR faces (x1 is
-the teacher on HR), read from the feature cache's class probabilities. Later methods
-(FSR-FER, GME-Net) add their own columns to the same table through `METHOD_PROBS`.
+Methods: "bicubic" is the frozen teacher on bicubic-upscaled LR faces (x1 is the teacher
+on HR), read from the feature cache's class probabilities; "fsrfer" is C(G(F_lr)) on the
+cached LR features (at x1, G applied to the HR features). Later methods (GME-Net) add
+their own rows through `method_columns`.
 
 Per split (valid, test) and scale: total accuracy and mean per-class accuracy.
 Outputs: metrics/evaluate.json (DVC metrics), plots/accuracy.csv (DVC plot data:
@@ -26,6 +27,8 @@ from components.stages.features import FeatureCache
 @dataclass(frozen=True)
 class EvaluateConfig:
     features: str = "data/features"
+    teacher: str = "models/teacher.pt"
+    fsr: str = "models/fsr.pt"  # "" leaves the FSR-FER column out
     metrics: str = "metrics/evaluate.json"
     plots: str = "plots"
     splits: tuple[str, ...] = ("valid", "test")
@@ -52,7 +55,35 @@ def bicubic_probs(cache: FeatureCache, split: str, key: str) -> np.ndarray:
     return np.asarray(cache.array(split, "probs")[cache.block(split, key)])
 
 
-METHOD_PROBS = {"bicubic": bicubic_probs}
+def fsr_probs_fn(cfg: EvaluateConfig, d: int):
+    """Probabilities of C(G(F)) on a block: G applied to the cached features (at x1, to the HR ones)."""
+    import torch
+
+    from components.models.covpool import load_covpool, triu_to_matrix
+    from components.stages.train_fsr import load_generator
+
+    classifier = load_covpool(cfg.teacher).classifier
+    g = load_generator(cfg.fsr)
+
+    @torch.no_grad()
+    def probs(cache: FeatureCache, split: str, key: str, batch_size: int = 256) -> np.ndarray:
+        block = cache.block(split, key)
+        feats = cache.array(split, "features")
+        out = []
+        for start in range(block.start, block.stop, batch_size):
+            f = torch.from_numpy(np.asarray(feats[start : min(start + batch_size, block.stop)], dtype=np.float32))
+            out.append(torch.softmax(classifier(g(triu_to_matrix(f, d))), dim=1).numpy())
+        return np.concatenate(out)
+
+    return probs
+
+
+def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
+    """method name -> probs(cache, split, key): bicubic always, FSR-FER when its model is configured."""
+    methods = {"bicubic": bicubic_probs}
+    if cfg.fsr:
+        methods["fsrfer"] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
+    return methods
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -121,6 +152,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     cache = FeatureCache(cfg.features)
     classes = cache.manifest["classes"]
+    methods = method_columns(cfg, cache)
     table: dict = {}
     rows = []
     plots = Path(cfg.plots)
@@ -129,7 +161,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             continue
         labels = np.asarray(cache.array(split, "labels")[cache.block(split, "x1")])
         table[split] = {}
-        for method, probs_of in METHOD_PROBS.items():
+        for method, probs_of in methods.items():
             table[split][method] = {}
             for key in cache.keys:
                 scores = accuracy_scores(labels, probs_of(cache, split, key), len(classes))

@@ -1,0 +1,140 @@
+"""Ray wiring shared by the training stages: start or join Ray, and run a worker loop.
+
+A training loop is a plain function `loop(config: dict, ctx: WorkerContext)`; it does not
+import Ray. `run_ray_training` runs it as a Ray Train TorchTrainer on N workers (the
+V2 API: checkpoints via ray.train.report, FailureConfig replaces dead workers and resumes
+from the last checkpoint, the same (storage_path, name) resumes a restarted run);
+`run_local_training` runs the same loop in this process with no Ray at all (used by the
+benchmark that measures Ray's overhead).
+
+Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS: the
+same code, no branches. Devices: CUDA with NCCL when the cluster has a GPU per worker,
+else CPU with gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class WorkerContext:
+    """What a training loop needs from its runner."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    report: Callable[[dict, Path | None], None]  # metrics, optional checkpoint folder
+    restore: Callable[[], Path | None]  # the folder of the latest checkpoint, if any
+    wrap: Callable[[torch.nn.Module], torch.nn.Module]  # DDP when distributed
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """ray.init once: join RAY_ADDRESS when set, else start a local Ray with `num_cpus`."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
+
+
+def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:
+    """Adapt `loop(config, ctx)` to a Ray Train worker function."""
+
+    def entry(config: dict) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+        from ray.train.torch import get_device, prepare_model
+
+        context = ray.train.get_context()
+
+        def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+            checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+        def restore() -> Path | None:
+            checkpoint = ray.train.get_checkpoint()
+            if checkpoint is None:
+                return None
+            local = Path(tempfile.mkdtemp(prefix="restore-"))
+            checkpoint.to_directory(str(local))
+            return local
+
+        ctx = WorkerContext(rank=context.get_world_rank(), world_size=context.get_world_size(), device=get_device(),
+                            report=report, restore=restore,
+                            wrap=lambda m: prepare_model(m, move_to_device=True, parallel_strategy="ddp")
+                            if context.get_world_size() > 1 else m.to(get_device()))
+        loop(config, ctx)
+
+    return entry
+
+
+def run_ray_training(loop: Callable, config: dict, *, num_workers: int, name: str, storage_path: str | Path,
+                     max_failures: int = 2, cpus_per_worker: float = 1.0, use_gpu: bool | None = None):
+    """Run `loop` on `num_workers` Ray Train workers; returns the ray.train.Result.
+
+    use_gpu=None decides at run time: GPUs when the cluster has one per worker.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    init_ray()
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+    trainer = TorchTrainer(
+        _ray_worker_entry(loop),
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    return trainer.fit()
+
+
+@dataclass
+class LocalResult:
+    """What run_local_training returns: the last metrics and checkpoint folder (as ray's Result)."""
+
+    metrics: dict
+    checkpoint_dir: Path | None
+
+
+def run_local_training(loop: Callable, config: dict, device: torch.device | None = None) -> LocalResult:
+    """Run `loop` in this process, no Ray: one worker, checkpoints kept in a temp folder."""
+    from components.runtime import pick_device
+
+    device = device or pick_device()
+    store = Path(tempfile.mkdtemp(prefix="local-train-"))
+    state = {"metrics": {}, "checkpoint": None}
+
+    def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        state["metrics"] = metrics
+        if checkpoint_dir is not None:
+            target = store / f"checkpoint_{len(list(store.iterdir())):06d}"
+            shutil.copytree(checkpoint_dir, target)
+            state["checkpoint"] = target
+
+    ctx = WorkerContext(rank=0, world_size=1, device=device, report=report, restore=lambda: state["checkpoint"],
+                        wrap=lambda m: m.to(device))
+    loop(config, ctx)
+    return LocalResult(state["metrics"], state["checkpoint"])
