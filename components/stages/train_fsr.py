@@ -263,7 +263,9 @@ def train_fsr(cfg: FSRConfig) -> dict:
     # last checkpoint (Ray Train V2 restores by storage path + name); a changed one starts afresh.
     ray_name = f"{cfg.run_name}-{config_hash(cfg)}"
     with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg) | {"ray_run": ray_name}) as run:
-        config = {"fsr": asdict(cfg), "tracking_uri": tracking_uri(), "run_id": run.info.run_id}
+        # Ray Train workers run in their own working directory: hand them absolute paths.
+        paths = {"features": str(Path(cfg.features).resolve()), "teacher": str(Path(cfg.teacher).resolve())}
+        config = {"fsr": asdict(cfg) | paths, "tracking_uri": tracking_uri(), "run_id": run.info.run_id}
         result = run_ray_training(fsr_train_loop, config, num_workers=cfg.num_workers, name=ray_name,
                                   storage_path=cfg.storage, max_failures=cfg.max_failures,
                                   cpus_per_worker=cfg.cpus_per_worker)
