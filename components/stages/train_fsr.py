@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def fsr_train_loop(config: dict, ctx) -> None:
         start = state["iteration"]
     client = mlflow.MlflowClient(config["tracking_uri"]) if ctx.is_main and config.get("run_id") else None
     total = cfg.pretrain_iterations + cfg.iterations
+    clock = time.perf_counter()
 
     for it in range(start, total):
         rng = np.random.default_rng([cfg.seed, ctx.rank, it])
@@ -236,7 +238,7 @@ def fsr_train_loop(config: dict, ctx) -> None:
         opt_g.step()
 
         done = it + 1
-        metrics = {"iteration": done, "resumed_from": start, **logs}
+        metrics = {"iteration": done, "resumed_from": start, "train_seconds": time.perf_counter() - clock, **logs}
         if ctx.is_main and (done % cfg.eval_every == 0 or done == total):
             accs = fsr_accuracy_per_scale(_unwrap(g_net), classifier, valid, ctx.device)
             metrics.update({f"valid_acc_{k}": v for k, v in accs.items()})
@@ -277,6 +279,7 @@ def train_fsr(cfg: FSRConfig) -> dict:
         mlflow.log_artifact(str(out), artifact_path="model")
         metrics = dict(result.metrics)
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
+            "train_seconds": metrics.get("train_seconds"),
             **{k: v for k, v in metrics.items() if k.startswith("valid_acc")}}
 
 

@@ -58,3 +58,17 @@ def test_saved_model_loads_frozen_with_weights_only(tmp_path):
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
     x = torch.rand(2, 3, 48, 48)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_class_weights_dampen_imbalance():
+    import numpy as np
+
+    from components.stages.teacher import class_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    full = class_weights(labels, 3, power=1.0)
+    half = class_weights(labels, 3, power=0.5)
+    assert full[2] == half[2] == 0.0  # absent class
+    assert full[1] / full[0] == pytest.approx(9.0)
+    assert half[1] / half[0] == pytest.approx(3.0)
+    assert full[:2].mean() == pytest.approx(1.0) and half[:2].mean() == pytest.approx(1.0)

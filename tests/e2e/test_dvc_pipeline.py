@@ -8,6 +8,7 @@ records (so the README's main command finds the data it expects).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -54,7 +55,11 @@ def test_repro_runs_every_stage_then_nothing(project):
     first = run(["dvc", "repro"], root, env)
     for stage in ("prepare", "teacher", "features", "train_fsr", "evaluate"):
         assert f"Running stage '{stage}'" in first
-    assert (root / "dvc.lock").is_file() and (root / "metrics" / "evaluate.json").is_file()
+    assert (root / "dvc.lock").is_file() and (root / "models" / "fsr.pt").is_file()
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    for split in ("valid", "test"):
+        assert set(metrics[split]) == {"bicubic", "fsrfer"}  # the table has both rows
+        assert list(metrics[split]["fsrfer"]) == ["x1", "x2", "x4", "x8"]
     second = run(["dvc", "repro"], root, env)
     assert "Running stage" not in second
     assert "Data and pipelines are up to date" in second
