@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,10 +102,17 @@ def cache_features(cfg: FeaturesConfig, progress: bool = True) -> dict:
             probs = np.lib.format.open_memmap(d / "probs.npy", mode="w+", dtype=np.float32, shape=(rows, model.cfg.num_classes))
             labels = np.asarray(store.array(split, "labels"))
             bar = tqdm(total=rows, desc=f"features {split}", unit="img", disable=not progress, mininterval=2)
-            for b, key in enumerate(keys):
-                for start in range(0, n, cfg.batch_size):
-                    stop = min(start + cfg.batch_size, n)
-                    f, p = extract(model, images_to_tensor(block_images(store, split, key, start, stop), device))
+            batches = [(b, key, start, min(start + cfg.batch_size, n))
+                       for b, key in enumerate(keys) for start in range(0, n, cfg.batch_size)]
+            # Read + upscale the next batch in a thread (NumPy releases the GIL) while the
+            # extractor runs on the current one.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(block_images, store, split, *batches[0][1:])
+                for i, (b, key, start, stop) in enumerate(batches):
+                    images = pending.result()
+                    if i + 1 < len(batches):
+                        pending = pool.submit(block_images, store, split, *batches[i + 1][1:])
+                    f, p = extract(model, images_to_tensor(images, device))
                     feats[b * n + start : b * n + stop] = f.cpu().numpy().astype(dtype)
                     probs[b * n + start : b * n + stop] = p.cpu().numpy()
                     bar.update(stop - start)
