@@ -93,6 +93,12 @@ def to_hr_face(image: np.ndarray, cfg: PrepareConfig, aligner, source: str) -> t
     return image, 1
 
 
+def relative_source(source: str, root: str) -> str:
+    """A source path relative to the dataset root, so the store does not depend on where the repo lives."""
+    base = str(Path(root).resolve())
+    return source[len(base) + 1 :] if source.startswith(base + "/") else source
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     """Run the stage; returns a summary (counts per split, rejects, duplicates across splits)."""
     classes, records, rejects = read_dataset(cfg)
@@ -130,7 +136,8 @@ def prepare(cfg: PrepareConfig) -> dict:
               for key, s in zip(scale_keys, cfg.scales)}
         splits[split] = SplitArrays(hr=hr, lr=lr, labels=labels, votes=votes)
         for i, (record, face) in enumerate(items):
-            manifest.append({"split": split, "index": i, "source": record.source, "label": record.label,
+            manifest.append({"split": split, "index": i, "source": relative_source(record.source, cfg.root),
+                             "label": record.label,
                              "sha1": hashlib.sha1(face.tobytes()).hexdigest()})
         per_class = Counter(labels.tolist())
         counts[split] = {classes[k]: per_class.get(k, 0) for k in range(len(classes))}
