@@ -104,8 +104,3 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         out = out[:, :, None]
     return out
 
-
-def require_landmarks(points: np.ndarray) -> None:
-    """Check a landmark array is (5, 2) and finite."""
-    if points.shape != (5, 2) or not np.isfinite(points).all():
-        raise BadInput(f"landmarks must be a finite (5, 2) array, got shape {points.shape}")

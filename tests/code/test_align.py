@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from components.data.align import TEMPLATE_100, FaceAligner, require_landmarks, similarity_transform, warp
+from components.data.align import TEMPLATE_100, FaceAligner, similarity_transform, warp
 from components.data.rafdb import RAFDB_CLASSES, read_rafdb
 from components.data.records import BadInput
 from components.data.synthetic import SyntheticConfig, render_pair, write_synthetic_rafdb
@@ -63,16 +63,6 @@ def test_warp_shape_and_channels():
     out = warp(image, identity, 40)
     assert out.shape == (40, 40, 1) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, image[:40, :40])
-
-
-def test_require_landmarks():
-    require_landmarks(TEMPLATE_100)
-    with pytest.raises(BadInput, match="landmarks"):
-        require_landmarks(TEMPLATE_100[:4])
-    bad = TEMPLATE_100.copy()
-    bad[0, 0] = np.nan
-    with pytest.raises(BadInput, match="landmarks"):
-        require_landmarks(bad)
 
 
 # ---------------------------------------------------------------- a real photo
