@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -83,11 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, default=str)
     print(text)
     if getattr(args, "summary", None):
-        path = Path(args.summary)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+        from components.data.store import atomic_file
+
+        with atomic_file(Path(args.summary)) as tmp:
+            tmp.write_text(text + "\n")
     return 0
 
 

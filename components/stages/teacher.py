@@ -9,9 +9,7 @@ model to MLflow; writes the model file (config + state_dict) as the DVC out.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from tqdm import tqdm
 
 from components.data.augment import AugmentConfig, augment_batch, build_train_transform
 from components.data.records import BadInput
-from components.data.store import PreparedStore
+from components.data.store import PreparedStore, atomic_file
 from components.models.covpool import CovPoolConfig, CovPoolFER, save_covpool
 from components.runtime import images_to_tensor, pick_device, seed_everything
 
@@ -145,11 +143,9 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
         model.load_state_dict(best_state)
         model.cpu()
         out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        os.close(fd)
-        save_covpool(model, tmp, extra={"classes": store.classes, "valid_accuracy": best_acc, "hr_size": hr.shape[1]})
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            save_covpool(model, tmp, extra={"classes": store.classes, "valid_accuracy": best_acc,
+                                            "hr_size": hr.shape[1]})
         mlflow.log_metric("best_valid_accuracy", best_acc)
         mlflow.log_artifact(str(out), artifact_path="model")
     return {"best_valid_accuracy": best_acc, "epochs": cfg.epochs, "out": str(out), "history": history}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from components.data.records import BadInput
+from components.data.store import atomic_file
 from components.losses import (classification_weights, discriminator_losses, feature_l2_loss, generator_gan_loss,
                                gradient_norm_penalty, interpolate, perceptual_loss)
 from components.models.covpool import load_covpool, triu_to_matrix
@@ -299,12 +299,9 @@ def _file_identity(path: str) -> str:
 def write_generator(cfg: FSRConfig, g_state: dict, iteration: int) -> Path:
     """Save G's config + weights atomically (loadable with weights_only=True)."""
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    torch.save({"config": asdict(GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm)),
-                "state_dict": g_state, "iteration": iteration}, tmp)
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        torch.save({"config": asdict(GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm)),
+                    "state_dict": g_state, "iteration": iteration}, tmp)
     return out
 
 
