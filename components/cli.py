@@ -37,6 +37,17 @@ def _stage(module: str, config: str, function: str, section: str):
     return run
 
 
+def _cmd_promote(args: argparse.Namespace) -> dict:
+    from dataclasses import replace
+
+    from components.config import load_stage_config
+    from components.registry import PromoteConfig, promote
+
+    cfg = load_stage_config(PromoteConfig, "promote", args.params)
+    overrides = {k: v for k, v in (("model_name", args.model), ("version", args.version)) if v}
+    return promote(replace(cfg, **overrides))
+
+
 # stage name -> (module, config class, stage function): the DVC stages, in pipeline order
 STAGES = {
     "prepare": ("components.stages.prepare", "PrepareConfig", "prepare",
@@ -49,6 +60,8 @@ STAGES = {
                   "train the FSR-FER GAN on Ray Train (several workers)"),
     "evaluate": ("components.stages.evaluate", "EvaluateConfig", "evaluate",
                  "per-scale accuracy table, plots and confusion matrices"),
+    "register": ("components.stages.register", "RegisterConfig", "register",
+                 "log FSR-FER as an MLflow pyfunc and register a new version as `challenger`"),
 }
 
 
@@ -68,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--params", default="params.yaml")
         stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
         stage.set_defaults(run=_stage(module, config, function, name))
+    promote = sub.add_parser("promote", help="move alias `champion` to the challenger if it beats the champion "
+                                              "(rule: components/registry.py; params.yaml: promote)")
+    promote.add_argument("--params", default="params.yaml")
+    promote.add_argument("--summary", help="also write the decision (JSON) to this file")
+    promote.add_argument("--model", help="registered model name (default: params.yaml promote.model_name)")
+    promote.add_argument("--version", help="version to consider (default: the one with alias challenger)")
+    promote.set_defaults(run=_cmd_promote)
     return parser
 
 

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data: write the synthetic RAF-DB-layout set
-# (deterministic: its bytes match data.dvc), then run the whole DVC pipeline.
+# The main job on the embedded default data, the way users run it: write the synthetic
+# RAF-DB-layout set (deterministic: its bytes match data.dvc), start a local Prefect
+# server + worker with the deployments of prefect.yaml, and run
+# `prefect deployment run train-fsrfer/default`: every DVC stage (prepare -> teacher ->
+# features -> train_fsr -> evaluate -> register) as a task, then the gated promotion.
+# The server and worker are stopped at the end unless KEEP_PREFECT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+export PREFECT_HOME="${PREFECT_HOME:-$PWD/.prefect}"
+export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
 fsrfer synth --out data/raw/synthetic
-dvc repro
-dvc metrics show 2>/dev/null || true
+[ "${KEEP_PREFECT:-0}" = 1 ] || trap 'bash scripts/prefect_down.sh' EXIT
+bash scripts/prefect_up.sh
+prefect deployment run train-fsrfer/default --watch --watch-timeout 7200 | tee "$PREFECT_HOME/logs/last_run.log"
+grep -q "Completed" "$PREFECT_HOME/logs/last_run.log" || { echo "train-fsrfer/default did not complete"; exit 1; }
+dvc metrics show
+cat registry/fsrfer.json
+echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///$PWD/mlruns/mlflow.db  (then http://127.0.0.1:5000)"

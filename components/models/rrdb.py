@@ -3,10 +3,16 @@
 F_sr = G(F_lr): the d x d LogEig feature matrix is a 1-channel image (reference code:
 [B, 128, 128, 1]); G keeps its size (no upsampling). Structure as ESRGAN (Wang et al.
 2018) with reduced channels (reference code: 32 channels, growth 16, 6 RRDBs):
-conv_first -> n x RRDB -> trunk conv (+ skip) -> conv_last, plus a global residual so G
-starts near the identity. Each RRDB = 3 dense blocks of 5 convs, residual scale 0.2,
+conv_first -> n x RRDB -> trunk conv (+ skip) -> conv_last, plus a global residual; the
+output conv's init is scaled down so G starts near the identity. Each RRDB = 3 dense blocks of 5 convs, residual scale 0.2,
 LeakyReLU 0.2, as ESRGAN. The reference code's BatchNorm after each dense conv is an
 option (`batch_norm`, default off, as ESRGAN and the paper).
+
+Choice (not in the paper, off by default): `position_channels` gives conv_first the row,
+column and diagonal maps beside the feature matrix. Unlike an image, a LogEig matrix has
+no translation invariance (entry (i, j) relates BiMap directions i and j; the diagonal
+holds the log-eigenvalue scale), and the small generators CPU profiles afford cannot
+infer the position from zero padding alone.
 
 Choice (not in the paper): the output is symmetrised, 0.5 (Y + Y^T), because a LogEig
 feature is a symmetric matrix and the classifier reads its upper triangle.
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 
 RESIDUAL_SCALE = 0.2  # as ESRGAN
+LAST_CONV_INIT_SCALE = 0.01
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class GeneratorConfig:
     growth: int = 16
     blocks: int = 6
     batch_norm: bool = False
+    position_channels: bool = False  # add row, column and diagonal maps as input channels (see module doc)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -64,20 +72,35 @@ class RRDB(nn.Module):
         return x + RESIDUAL_SCALE * self.body(x)
 
 
+def position_maps(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, d, d) -> (B, 3, d, d): row index / d, column index / d, and the diagonal indicator."""
+    b, _, d, _ = x.shape
+    idx = torch.arange(d, device=x.device, dtype=x.dtype) / d
+    rows = idx[:, None].expand(d, d)
+    maps = torch.stack([rows, rows.T, torch.eye(d, device=x.device, dtype=x.dtype)])  # (3, d, d)
+    return maps.expand(b, 3, d, d)
+
+
 class FeatureGenerator(nn.Module):
     """G: LR feature matrices (B, d, d) -> SR feature matrices (B, d, d)."""
 
     def __init__(self, cfg: GeneratorConfig = GeneratorConfig()):
         super().__init__()
         self.cfg = cfg
-        self.conv_first = nn.Conv2d(1, cfg.channels, 3, padding=1)
+        self.conv_first = nn.Conv2d(4 if cfg.position_channels else 1, cfg.channels, 3, padding=1)
         self.trunk = nn.Sequential(*(RRDB(cfg.channels, cfg.growth, cfg.batch_norm) for _ in range(cfg.blocks)))
         self.trunk_conv = nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1)
         self.conv_last = nn.Conv2d(cfg.channels, 1, 3, padding=1)
+        # G starts at the identity up to a small residual (output conv scaled by 0.01, in
+        # the spirit of ESRGAN's scaled init): it starts from the bicubic baseline instead of a
+        # random perturbation of the features, which the short schedules here never undo.
+        with torch.no_grad():
+            self.conv_last.weight.mul_(LAST_CONV_INIT_SCALE)
+            self.conv_last.bias.zero_()
 
     def forward(self, f_lr: torch.Tensor) -> torch.Tensor:
         x = f_lr.unsqueeze(1)  # (B, 1, d, d)
-        feat = self.conv_first(x)
+        feat = self.conv_first(torch.cat([x, position_maps(x)], dim=1) if self.cfg.position_channels else x)
         feat = feat + self.trunk_conv(self.trunk(feat))
         y = (x + self.conv_last(feat)).squeeze(1)  # global residual: G starts near the identity
         return 0.5 * (y + y.transpose(1, 2))

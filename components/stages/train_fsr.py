@@ -301,7 +301,7 @@ def write_generator(cfg: FSRConfig, g_state: dict, iteration: int) -> Path:
     out = Path(cfg.out)
     with atomic_file(out) as tmp:
         torch.save({"config": asdict(GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm)),
-                    "state_dict": g_state, "iteration": iteration}, tmp)
+                    "state_dict": g_state, "iteration": iteration, "train_config": asdict(cfg)}, tmp)
     return out
 
 

@@ -11,51 +11,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(cmd: list[str], cwd: Path, env: dict) -> str:
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
+from tests.e2e.conftest import REPO, make_project, run
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("dvcproj")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["prepare"].update(hr_size=48, scales=[2, 4, 8])
-    params["teacher"].update(conv_channels=[8, 12, 16, 16, 24, 24], bimap_dim=8, fc_dims=[32, 16], epochs=2,
-                             augment=False)
-    params["train_fsr"].update(channels=4, growth=4, blocks=1, d_base_channels=4, iterations=6, checkpoint_every=3,
-                               eval_every=3, batch_size=4, cpus_per_worker=0.5)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
-               RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    run(["git", "init", "-q"], root, env)
-    run(["dvc", "init", "-q"], root, env)
-    run(["dvc", "remote", "add", "-d", "local", str(root.parent / f"{root.name}-remote")], root, env)
-    run(["fsrfer", "synth", "--out", "data/raw/synthetic", "--train-per-class", "12", "--test-per-class", "4"], root, env)
-    return root, env
+    return root, make_project(root)
 
 
 def test_repro_runs_every_stage_then_nothing(project):
     root, env = project
     first = run(["dvc", "repro"], root, env)
-    for stage in ("prepare", "teacher", "features", "train_fsr", "evaluate"):
+    for stage in ("prepare", "teacher", "features", "train_fsr", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first
     assert (root / "dvc.lock").is_file() and (root / "models" / "fsr.pt").is_file()
+    assert json.loads((root / "registry" / "fsrfer.json").read_text())["version"] == 1
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     for split in ("valid", "test"):
         assert set(metrics[split]) == {"bicubic", "fsrfer"}  # the table has both rows
@@ -65,7 +40,7 @@ def test_repro_runs_every_stage_then_nothing(project):
     assert "Data and pipelines are up to date" in second
 
 
-def test_gan_param_change_reruns_only_train_fsr_and_evaluate(project):
+def test_gan_param_change_reruns_only_train_fsr_and_what_follows(project):
     root, env = project
     run(["dvc", "repro"], root, env)
     features_manifest = root / "data" / "features" / "manifest.json"
@@ -74,7 +49,8 @@ def test_gan_param_change_reruns_only_train_fsr_and_evaluate(project):
     params["train_fsr"]["sigma"] = 1.7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], root, env)
-    assert "Running stage 'train_fsr'" in out and "Running stage 'evaluate'" in out
+    for stage in ("train_fsr", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
     for stage in ("prepare", "teacher", "features"):
         assert f"Running stage '{stage}'" not in out
     assert features_manifest.stat().st_mtime_ns == before  # the feature cache was reused, not recomputed

@@ -1,0 +1,140 @@
+"""Stage `register`: FSR-FER as an MLflow pyfunc over face images, a new `fsrfer` version.
+
+The logged model (components/serving/fsrfer.py) takes a DataFrame with an `image` column
+of encoded image bytes (grayscale or RGB, any size, pre-cropped faces) and returns class
+probabilities. Its artifacts are the teacher (extractor + classifier), G and the serving
+config (HR size, channels, classes, from the prepared store's meta.json); it is saved as
+a model from code (no pickle) with a signature and an input example (a real LR face of
+the test split at the largest scale).
+
+The new version gets alias `challenger` and tags: validation accuracy of FSR-FER per LR
+scale and their mean, the test accuracies, the bicubic baseline's, the data and teacher
+hashes, and the training params (components/registry.py reads them to decide
+promotion). Writes `out` (JSON: name, version, run id, model URI), the DVC out of the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from components.data.records import BadInput
+from components.data.store import PreparedStore, atomic_file
+from components.registry import CHALLENGER, METRIC_PREFIX
+
+COMPONENTS = Path(__file__).resolve().parents[1]
+SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "pandas", "mlflow")
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    prepared: str = "data/prepared"
+    features: str = "data/features"
+    teacher: str = "models/teacher.pt"
+    fsr: str = "models/fsr.pt"
+    metrics: str = "metrics/evaluate.json"
+    out: str = "registry/fsrfer.json"
+    model_name: str = "fsrfer"
+    experiment: str = "fsrfer-register"
+
+
+def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
+    """Version tags from the evaluate table: valid_acc_<scale> (LR scales), their mean, test_acc_*, bicubic_*."""
+    if "valid" not in table or method not in table["valid"]:
+        raise BadInput(f"evaluate table has no valid/{method} rows (splits: {sorted(table)}); run `fsrfer evaluate`"
+                       f" with the {method} model configured")
+    tags = {}
+    lr_scales = [k for k in table["valid"][method] if k != "x1"]
+    for split, prefix in (("valid", METRIC_PREFIX), ("test", "test_acc_")):
+        for key, row in table.get(split, {}).get(method, {}).items():
+            if key != "x1":
+                tags[f"{prefix}{key}"] = f"{row['accuracy']:.6f}"
+        for key, row in table.get(split, {}).get("bicubic", {}).items():
+            tags[f"bicubic_{prefix}{key}"] = f"{row['accuracy']:.6f}"
+    tags[f"{METRIC_PREFIX}mean"] = f"{np.mean([table['valid'][method][k]['accuracy'] for k in lr_scales]):.6f}"
+    tags["scales"] = ",".join(lr_scales)
+    return tags
+
+
+def input_example_frame(store: PreparedStore):
+    """One real face of the test split (else the first split) at the largest LR scale, as PNG bytes."""
+    import pandas as pd
+
+    split = "test" if "test" in store.splits else store.splits[0]
+    face = np.asarray(store.array(split, store.scale_keys[-1])[0])  # (h, w, C) RGB or gray
+    bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR) if face.shape[2] == 3 else face[:, :, 0]
+    ok, png = cv2.imencode(".png", bgr)
+    assert ok
+    return pd.DataFrame({"image": [png.tobytes()]})
+
+
+def register(cfg: RegisterConfig) -> dict:
+    """Log the pyfunc, register a new version with alias challenger and its tags; returns the record."""
+    import mlflow
+    import torch
+
+    from components.serving.fsrfer import (FSRFERPredictor, ServingConfig, decode_image, probabilities_frame,
+                                           write_serving_config)
+    from components.stages.features import file_sha256
+    from components.tracking import mlflow_run, tracking_uri
+
+    for path in (cfg.teacher, cfg.fsr, cfg.metrics):
+        if not Path(path).is_file():
+            raise BadInput(f"register: {path} does not exist; run the stages before `register`")
+    table = json.loads(Path(cfg.metrics).read_text())
+    tags = metric_tags(table)
+    store = PreparedStore(cfg.prepared)
+    serving = ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes))
+    generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
+    tags |= {f"param.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
+    manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
+    tags |= {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
+             "generator_sha256": file_sha256(cfg.fsr)}
+
+    example = input_example_frame(store)
+    predictor = FSRFERPredictor(cfg.teacher, cfg.fsr, serving)
+    faces = [decode_image(b, serving.channels, "input example") for b in example["image"]]
+    example_output = probabilities_frame(predictor.predict_proba(faces), serving.classes, [""] * len(faces))
+    signature = mlflow.models.infer_signature(example, example_output)
+
+    with mlflow_run(cfg.experiment, "register", params=asdict(cfg)) as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)})
+        run_tags = mlflow.get_run(run.info.run_id).data.tags
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(COMPONENTS / "serving" / "fsrfer_model.py"),
+            artifacts={"teacher": cfg.teacher, "generator": cfg.fsr,
+                       "serving_config": str(write_serving_config(serving, Path(tmp) / "serving.json"))},
+            code_paths=[str(COMPONENTS)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[_pinned(name) for name in SERVING_REQUIREMENTS],
+        )
+        for key in ("git_commit", "dvc_lock_sha256"):
+            if key in run_tags:
+                tags[key] = run_tags[key]
+        version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
+        client = mlflow.MlflowClient(tracking_uri())
+        client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
+        record = {"model_name": cfg.model_name, "version": version.version, "alias": CHALLENGER,
+                  "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                  "model_uri": f"models:/{cfg.model_name}/{version.version}",
+                  "valid_acc_mean": float(tags[f"{METRIC_PREFIX}mean"]), "tracking_uri": tracking_uri()}
+    with atomic_file(cfg.out) as tmp_out:
+        tmp_out.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _pinned(name: str) -> str:
+    """`name==<installed version>` (local version suffixes such as +cpu dropped)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name}=={version(name).split('+')[0]}"
+    except PackageNotFoundError:
+        return name

@@ -1,0 +1,183 @@
+"""Prefect tasks shared by the flows: params.yaml updates, one task per DVC stage, promotion.
+
+The flows hold no pipeline logic of their own: dvc.yaml is the one DAG. A flow asks DVC
+for the stages its target depends on, in dependency order, and runs each with
+`dvc repro --single-item <stage>` as its own Prefect task, so the Prefect UI shows the
+chain while DVC alone decides what is stale (an up-to-date stage is skipped, its
+outputs reused). Parameters of a flow become params.yaml values first (round-trip
+YAML: comments and key order kept), exactly as a user editing params.yaml would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+BAD_INPUT_EXIT = 2  # `fsrfer` exits 2 on bad input (components/cli.py): retrying cannot help
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, returncode: int, output: str):
+        super().__init__(f"dvc stage {stage!r} failed with exit code {returncode}:\n{output[-4000:]}")
+        self.stage, self.returncode = stage, returncode
+
+
+def _transient(task_, task_run, state) -> bool:
+    """Retry a failed stage unless it failed on bad input (exit 2), which a retry repeats."""
+    error = state.result(raise_on_failure=False)
+    return not (isinstance(error, StageFailed) and error.returncode == BAD_INPUT_EXIT)
+
+
+def project_root(project_dir: str | None) -> Path:
+    """The project checkout a flow runs in: `project_dir`, else the working directory (a
+    deployment's is the directory `prefect deploy` ran in); it must hold dvc.yaml."""
+    root = Path(project_dir or os.getcwd()).resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise ValueError(f"{root} is not the project root (no dvc.yaml); pass project_dir")
+    return root
+
+
+def project_env() -> dict[str, str]:
+    """This interpreter's bin dir first on PATH (so DVC's `fsrfer <stage>` commands resolve), quiet tools."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    return env
+
+
+def stages_for(project: Path, target: str) -> list[str]:
+    """`target` and every pipeline stage it depends on, in dependency order (from dvc.yaml)."""
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with Repo(str(project)) as repo:
+        graph = repo.index.graph  # edges: stage -> the stages it depends on
+        by_name = {s.name: s for s in graph.nodes if isinstance(s, PipelineStage)}
+        if target not in by_name:
+            raise ValueError(f"dvc.yaml has no stage {target!r} (stages: {sorted(by_name)})")
+        needed = nx.descendants(graph, by_name[target]) | {by_name[target]}
+        order = [s for s in reversed(list(nx.topological_sort(graph))) if s in needed]
+        return [s.name for s in order if isinstance(s, PipelineStage)]
+
+
+def flatten_updates(nested: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """{'prepare': {'hr_size': 48}} -> {'prepare.hr_size': 48}."""
+    return {f"{section}.{key}": value for section, values in (nested or {}).items() for key, value in values.items()}
+
+
+def load_profile(project: Path, profile: str | None) -> dict[str, Any]:
+    """profiles/<profile>.yaml as flat 'section.key' updates ({} for None)."""
+    if not profile:
+        return {}
+    import yaml
+
+    path = project / "profiles" / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (project / "profiles").glob("*.yaml"))
+        raise ValueError(f"unknown profile {profile!r}: no {path} (profiles: {known})")
+    return flatten_updates(yaml.safe_load(path.read_text()))
+
+
+def update_params_file(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Set 'section.key' values in params.yaml (comments kept; atomic); returns the ones that changed."""
+    from ruamel.yaml import YAML
+
+    from components.data.store import atomic_file
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    params = yaml.load(path.read_text())
+    changed = {}
+    for dotted, value in updates.items():
+        section, _, key = dotted.partition(".")
+        if section not in params or not key:
+            raise ValueError(f"{path}: no section {section!r} for parameter {dotted!r}")
+        if key not in params[section]:
+            raise ValueError(f"{path}: section {section!r} has no key {key!r} (keys: {list(params[section])})")
+        if params[section][key] != value:
+            params[section][key] = value
+            changed[dotted] = value
+    if changed:
+        with atomic_file(path) as tmp, open(tmp, "w") as fh:
+            yaml.dump(params, fh)
+    return changed
+
+
+@task(name="params")
+def apply_params(project: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Write the flow's parameters into params.yaml; DVC then sees which stages they touch."""
+    changed = update_params_file(project / "params.yaml", updates)
+    get_run_logger().info("params.yaml: %s", json.dumps(changed) if changed else "unchanged")
+    return changed
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient, task_run_name="dvc-{stage}")
+def dvc_stage(project: Path, stage: str) -> str:
+    """`dvc repro --single-item <stage>`: 'ran' or 'skipped' (DVC found it up to date)."""
+    logger = get_run_logger()
+    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project,
+                         env=project_env(), capture_output=True, text=True)
+    output = out.stdout + out.stderr
+    if out.returncode != 0:
+        bad_input = f"fsrfer {stage}: error:" in output
+        raise StageFailed(stage, BAD_INPUT_EXIT if bad_input else out.returncode, output)
+    ran = f"Running stage '{stage}'" in output
+    logger.info("stage %s %s\n%s", stage, "ran" if ran else "up to date, skipped", output[-2000:])
+    return "ran" if ran else "skipped"
+
+
+@task(name="promote")
+def promote_task(project: Path, model_name: str) -> dict:
+    """`fsrfer promote --model <name>`: the gated promotion (components/registry.py, params.yaml: promote)."""
+    out = subprocess.run([sys.executable, "-m", "components.cli", "promote", "--model", model_name], cwd=project,
+                         env=project_env(), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fsrfer promote failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    decision = json.loads(out.stdout[out.stdout.index("{"):])
+    get_run_logger().info("promotion of %s v%s: %s (%s)", model_name, decision["version"],
+                          "promoted" if decision["promoted"] else "not promoted", decision["reason"])
+    return decision
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """Where a person opens the MLflow UI: the tracking server itself, or a local `mlflow ui`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return os.environ.get("FSRFER_MLFLOW_UI", "http://127.0.0.1:5000")
+
+
+@task(name="report")
+def publish_report(project: Path, record_path: str, metrics_path: str, stage_results: dict[str, str],
+                   decision: dict | None, artifact_key: str) -> str:
+    """Prefect artifacts: the per-scale accuracy table (markdown) and links to the MLflow run and version."""
+    from components.stages.evaluate import format_table
+
+    table = json.loads((project / metrics_path).read_text())
+    record = json.loads((project / record_path).read_text())
+    ui = mlflow_ui_url(record["tracking_uri"])
+    version_url = f"{ui}/#/models/{record['model_name']}/versions/{record['version']}"
+    stages = ", ".join(f"{s}: {r}" for s, r in stage_results.items())
+    lines = [f"# {record['model_name']} v{record['version']}", "",
+             f"Validation mean accuracy over the LR scales: **{100 * record['valid_acc_mean']:.1f}%**", "",
+             "Accuracy (%) per scale (x1 = HR):", "", format_table(table), f"Stages: {stages}", ""]
+    if decision is not None:
+        lines.append(f"Promotion: **{'promoted to champion' if decision['promoted'] else 'not promoted'}** "
+                     f"({decision['reason']})")
+    lines.append(f"\nMLflow registry: [{record['model_name']} v{record['version']}]({version_url}) "
+                 f"(tracking URI `{record['tracking_uri']}`)")
+    markdown = "\n".join(lines)
+    create_markdown_artifact(key=artifact_key, markdown=markdown, description="per-scale accuracy")
+    create_link_artifact(key=f"{artifact_key}-mlflow-version", link=version_url,
+                         link_text=f"{record['model_name']} v{record['version']}")
+    create_link_artifact(key=f"{artifact_key}-mlflow-run", link=f"{ui}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}",
+                         link_text=f"register run {record['run_id']}")
+    return markdown

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Start a local Prefect server and a process worker in the background, and create the
+# work pool and the deployments of prefect.yaml. State lives in .prefect/ (git-ignored);
+# logs and pids in .prefect/logs. Stop them with scripts/prefect_down.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+export PREFECT_HOME="${PREFECT_HOME:-$PWD/.prefect}"
+PORT="${PREFECT_PORT:-4200}"
+export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+mkdir -p "$PREFECT_HOME/logs"
+
+if ! curl -fs "$PREFECT_API_URL/health" >/dev/null 2>&1; then
+  nohup prefect server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/logs/server.log" 2>&1 &
+  echo $! >"$PREFECT_HOME/server.pid"
+  for _ in $(seq 1 120); do
+    curl -fs "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  curl -fs "$PREFECT_API_URL/health" >/dev/null || { echo "prefect server did not start; see $PREFECT_HOME/logs/server.log"; exit 1; }
+fi
+prefect work-pool inspect local-pool >/dev/null 2>&1 || prefect work-pool create local-pool --type process >/dev/null
+prefect --no-prompt deploy --all >"$PREFECT_HOME/logs/deploy.log" 2>&1 || { cat "$PREFECT_HOME/logs/deploy.log"; exit 1; }
+if [ ! -f "$PREFECT_HOME/worker.pid" ] || ! kill -0 "$(cat "$PREFECT_HOME/worker.pid")" 2>/dev/null; then
+  nohup prefect worker start --pool local-pool >"$PREFECT_HOME/logs/worker.log" 2>&1 &
+  echo $! >"$PREFECT_HOME/worker.pid"
+fi
+echo "Prefect UI: http://127.0.0.1:$PORT  (API $PREFECT_API_URL)"
+echo "Deployments: $(prefect deployment ls 2>/dev/null | grep -o '[a-z-]*/[a-z-]*' | sort -u | tr '\n' ' ')"
+echo "Run:   PREFECT_API_URL=$PREFECT_API_URL prefect deployment run train-fsrfer/default --watch"
+echo "Stop:  bash scripts/prefect_down.sh"

@@ -1,0 +1,75 @@
+"""The flows' thin layer: params.yaml updates, profiles, and the stage order taken from dvc.yaml."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from flows.pipeline import flatten_updates, load_profile, stages_for, update_params_file
+from flows.train_fsrfer import fsrfer_updates
+from tests.e2e.conftest import REPO
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    return path
+
+
+def test_update_keeps_comments_and_changes_only_the_given_keys(params_file):
+    before = yaml.safe_load(params_file.read_text())
+    changed = update_params_file(params_file, {"train_fsr.sigma": 1.7, "prepare.scales": [2, 4], "teacher.lr": 0.001})
+    assert changed == {"train_fsr.sigma": 1.7, "prepare.scales": [2, 4]}  # teacher.lr was already 0.001
+    text = params_file.read_text()
+    assert "# WGAN-div" in text and "# One section per stage" in text  # comments survive
+    after = yaml.safe_load(text)
+    assert after["train_fsr"]["sigma"] == 1.7 and after["prepare"]["scales"] == [2, 4]
+    before["train_fsr"]["sigma"], before["prepare"]["scales"] = 1.7, [2, 4]
+    assert after == before
+    assert sorted(p.name for p in params_file.parent.iterdir()) == ["params.yaml"]  # no temp file left
+
+
+def test_unknown_sections_and_keys_are_refused_and_nothing_is_written(params_file):
+    original = params_file.read_text()
+    with pytest.raises(ValueError, match="no section 'nope'"):
+        update_params_file(params_file, {"nope.x": 1})
+    with pytest.raises(ValueError, match="has no key 'sigmaa'"):
+        update_params_file(params_file, {"train_fsr.sigma": 1.9, "train_fsr.sigmaa": 1})
+    assert params_file.read_text() == original
+
+
+def test_no_change_leaves_the_file_untouched(params_file):
+    mtime = params_file.stat().st_mtime_ns
+    assert update_params_file(params_file, {"train_fsr.sigma": 1.5}) == {}
+    assert params_file.stat().st_mtime_ns == mtime
+
+
+def test_synthetic_profile_is_what_params_yaml_ships_with(params_file):
+    updates = load_profile(REPO, "synthetic")
+    assert updates and update_params_file(params_file, updates) == {}
+
+
+def test_profiles_name_real_keys_and_unknown_profiles_fail(params_file):
+    ferplus = load_profile(REPO, "ferplus")
+    assert ferplus["prepare.dataset"] == "ferplus" and ferplus["prepare.channels"] == 1
+    assert update_params_file(params_file, ferplus)  # every key exists in params.yaml
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile(REPO, "nope")
+    assert load_profile(REPO, None) == {}
+
+
+def test_flow_parameters_map_onto_params_yaml_keys():
+    assert fsrfer_updates(dataset="ferplus", hr_size=48, num_workers=4, fsr_iterations=10) == {
+        "prepare.dataset": "ferplus", "prepare.hr_size": 48, "train_fsr.num_workers": 4, "train_fsr.iterations": 10}
+    assert fsrfer_updates() == {}
+    assert flatten_updates({"a": {"b": 1}}) == {"a.b": 1}
+
+
+def test_stage_order_comes_from_dvc_yaml():
+    assert stages_for(REPO, "register") == ["prepare", "teacher", "features", "train_fsr", "evaluate", "register"]
+    assert stages_for(REPO, "features") == ["prepare", "teacher", "features"]
+    with pytest.raises(ValueError, match="no stage 'nope'"):
+        stages_for(REPO, "nope")

@@ -1,0 +1,57 @@
+"""The promotion rule (components/registry.py) on version tags."""
+
+from __future__ import annotations
+
+from components.registry import PromotionRule, decide_promotion, scale_metrics
+
+RULE = PromotionRule(min_gain=0.0, tolerance=0.02)
+
+
+def tags(**acc: float) -> dict[str, str]:
+    out = {f"valid_acc_{k}": f"{v:.6f}" for k, v in acc.items()}
+    out["scales"] = ",".join(acc)
+    return out
+
+
+def test_first_version_with_complete_metrics_is_promoted():
+    promoted, reason = decide_promotion(tags(x2=0.5, x4=0.4, x8=0.2), None, RULE)
+    assert promoted and "no champion" in reason
+
+
+def test_missing_or_broken_metrics_are_never_promoted():
+    partial = tags(x2=0.5, x4=0.4, x8=0.2)
+    del partial["valid_acc_x8"]
+    assert decide_promotion(partial, None, RULE) == (False, "missing validation metrics for ['x8']: not promoted")
+    broken = tags(x2=0.5, x4=0.4, x8=0.2) | {"valid_acc_x4": "nan"}
+    promoted, reason = decide_promotion(broken, None, RULE)
+    assert not promoted and "x4" in reason
+    assert not decide_promotion({}, None, RULE)[0]
+
+
+def test_better_mean_with_no_large_drop_is_promoted():
+    promoted, reason = decide_promotion(tags(x2=0.52, x4=0.45, x8=0.21), tags(x2=0.53, x4=0.40, x8=0.20), RULE)
+    assert promoted, reason  # x2 drops 0.01 < tolerance, mean rises
+
+
+def test_a_scale_worse_than_the_tolerance_blocks_promotion():
+    promoted, reason = decide_promotion(tags(x2=0.40, x4=0.60, x8=0.40), tags(x2=0.50, x4=0.40, x8=0.20), RULE)
+    assert not promoted and "x2 -0.1000" in reason
+
+
+def test_equal_or_lower_mean_is_not_promoted_and_min_gain_applies():
+    champion = tags(x2=0.5, x4=0.4, x8=0.2)
+    assert not decide_promotion(champion, champion, RULE)[0]
+    slightly_better = tags(x2=0.51, x4=0.41, x8=0.21)
+    assert decide_promotion(slightly_better, champion, RULE)[0]
+    assert not decide_promotion(slightly_better, champion, PromotionRule(min_gain=0.05, tolerance=0.02))[0]
+
+
+def test_comparison_uses_the_scales_both_versions_report():
+    promoted, reason = decide_promotion(tags(x2=0.6, x4=0.5, x8=0.3), tags(x2=0.5, x4=0.4), RULE)
+    assert promoted and "x2,x4" in reason
+    assert not decide_promotion(tags(x3=0.6), tags(x2=0.5), RULE)[0]
+
+
+def test_scale_metrics_ignores_mean_and_other_tags():
+    got = scale_metrics({"valid_acc_x2": "0.5", "valid_acc_mean": "0.4", "test_acc_x2": "0.9", "param.k": "2"})
+    assert got == {"x2": 0.5}
