@@ -53,6 +53,7 @@ class FSRConfig:
     growth: int = 16
     blocks: int = 6
     batch_norm: bool = False
+    dense_residual: bool = False  # not in the paper: a dense residual over the matrix (components/models/rrdb.py)
     d_base_channels: int = 8
     # losses (paper eq. 10 weights 1/1/1; reference code 1/10/0.01)
     w_gan: float = 1.0
@@ -91,8 +92,13 @@ class FSRConfig:
             raise BadInput("fsr.checkpoint_every and fsr.eval_every must be >= 1")
 
 
+def generator_config(cfg: FSRConfig, feature_size: int) -> GeneratorConfig:
+    return GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm,
+                           dense_dim=feature_size if cfg.dense_residual else 0)
+
+
 def build_networks(cfg: FSRConfig, feature_size: int) -> tuple[FeatureGenerator, FeatureDiscriminator]:
-    g = FeatureGenerator(GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm))
+    g = FeatureGenerator(generator_config(cfg, feature_size))
     d = FeatureDiscriminator(feature_size, DiscriminatorConfig(base_channels=cfg.d_base_channels))
     return g, d
 
@@ -275,7 +281,7 @@ def train_fsr(cfg: FSRConfig) -> dict:
             raise RuntimeError(f"train_fsr: Ray Train run failed: {result.error}")
         with result.checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
-        out = write_generator(cfg, state["g"], state["iteration"])
+        out = write_generator(cfg, state["g"], state["iteration"], load_covpool(cfg.teacher).cfg.bimap_dim)
         mlflow.log_artifact(str(out), artifact_path="model")
         metrics = dict(result.metrics)
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
@@ -296,11 +302,11 @@ def _file_identity(path: str) -> str:
     return file_sha256(path) if Path(path).is_file() else f"{path}:missing"
 
 
-def write_generator(cfg: FSRConfig, g_state: dict, iteration: int) -> Path:
-    """Save G's config + weights atomically (loadable with weights_only=True)."""
+def write_generator(cfg: FSRConfig, g_state: dict, iteration: int, feature_size: int) -> Path:
+    """Save G's config + weights atomically (loadable with weights_only=True); feature_size = d."""
     out = Path(cfg.out)
     with atomic_file(out) as tmp:
-        torch.save({"config": asdict(GeneratorConfig(cfg.channels, cfg.growth, cfg.blocks, cfg.batch_norm)),
+        torch.save({"config": asdict(generator_config(cfg, feature_size)),
                     "state_dict": g_state, "iteration": iteration, "train_config": asdict(cfg)}, tmp)
     return out
 

@@ -43,9 +43,26 @@ def test_discriminator_shape_and_no_batch_norm(d, final_channels):
     assert dnet.head[1].in_features == final_channels * 16  # 4x4 x channels -> FC 100
 
 
-def test_every_parameter_gets_a_finite_gradient():
+def test_generator_starts_near_identity_and_dense_residual_starts_at_zero():
     torch.manual_seed(0)
-    g, dnet = FeatureGenerator(TINY_G), FeatureDiscriminator(16)
+    x = sym(3, 16)
+    plain = FeatureGenerator(TINY_G)
+    assert (plain(x) - x).abs().max() < 0.1 * x.abs().max()  # output conv scaled down at init
+    dense = FeatureGenerator(GeneratorConfig(channels=4, growth=4, blocks=1, dense_dim=16))
+    assert dense.dense.in_features == 16 * 17 // 2
+    dense.load_state_dict({**plain.state_dict(), **{k: v for k, v in dense.state_dict().items() if "dense" in k}})
+    torch.testing.assert_close(dense(x), plain(x))  # zero-initialised: the same G until trained
+    with torch.no_grad():
+        dense.dense.bias.fill_(0.1)
+    y = dense(x)
+    torch.testing.assert_close(y, y.transpose(1, 2))
+    assert not torch.allclose(y, plain(x))
+
+
+@pytest.mark.parametrize("dense_dim", [0, 16])
+def test_every_parameter_gets_a_finite_gradient(dense_dim):
+    torch.manual_seed(0)
+    g, dnet = FeatureGenerator(GeneratorConfig(4, 4, 1, dense_dim=dense_dim)), FeatureDiscriminator(16)
     x = sym(4, 16)
     (dnet(g(x)).sum() + g(x).pow(2).mean()).backward()
     for name, p in list(g.named_parameters()) + list(dnet.named_parameters()):

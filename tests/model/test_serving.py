@@ -25,7 +25,7 @@ def predictor(tiny_run, tmp_path_factory):
     g = FeatureGenerator(GeneratorConfig(4, 4, 1))
     with torch.no_grad():
         g.conv_last.weight.mul_(100.0)
-    write_generator(cfg, g.state_dict(), 0)
+    write_generator(cfg, g.state_dict(), 0, load_covpool(tiny_run.teacher).cfg.bimap_dim)
     store = PreparedStore(tiny_run.prepared)
     serving = ServingConfig(store.meta["hr_size"], store.meta["channels"], tuple(store.classes))
     return FSRFERPredictor(tiny_run.teacher, cfg.out, serving, batch_size=5)
@@ -78,7 +78,7 @@ def test_decode_image_handles_gray_rgba_16bit_and_names_bad_rows():
 
 def test_generator_file_records_its_training_config(tmp_path):
     cfg = FSRConfig(channels=4, growth=4, blocks=1, sigma=1.8, out=str(tmp_path / "g.pt"))
-    write_generator(cfg, FeatureGenerator(GeneratorConfig(4, 4, 1)).state_dict(), 3)
+    write_generator(cfg, FeatureGenerator(GeneratorConfig(4, 4, 1)).state_dict(), 3, 8)
     blob = torch.load(cfg.out, weights_only=True)
     assert blob["train_config"]["sigma"] == 1.8 and blob["iteration"] == 3
     assert load_generator(cfg.out).cfg.channels == 4
