@@ -22,17 +22,23 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
     return {"out": args.out, "counts": write_synthetic_rafdb(args.out, cfg)}
 
 
-def _stage(module: str, config: str, function: str, section: str):
-    """A sub-command that loads params.yaml[section] into `config` and calls `function`."""
+def _stage(module: str, config: str, function: str, section: str, extra: dict | None = None):
+    """A sub-command that loads params.yaml[section] into `config` and calls `function`.
+
+    extra: keyword -> (module, config class, section) of further configs the stage is handed
+    (the tune stage gets train_fsr's config as the base of its trials).
+    """
 
     def run(args: argparse.Namespace) -> dict:
         import importlib
 
         from components.config import load_stage_config
 
-        mod = importlib.import_module(module)
-        cfg = load_stage_config(getattr(mod, config), section, args.params)
-        return getattr(mod, function)(cfg)
+        def load(mod_name: str, cls: str, sec: str):
+            return load_stage_config(getattr(importlib.import_module(mod_name), cls), sec, args.params)
+
+        kwargs = {name: load(*spec) for name, spec in (extra or {}).items()}
+        return getattr(importlib.import_module(module), function)(load(module, config, section), **kwargs)
 
     return run
 
@@ -48,7 +54,7 @@ def _cmd_promote(args: argparse.Namespace) -> dict:
     return promote(replace(cfg, **overrides))
 
 
-# stage name -> (module, config class, stage function): the DVC stages, in pipeline order
+# stage name -> (module, config class, stage function, help[, extra configs]): the DVC stages, in pipeline order
 STAGES = {
     "prepare": ("components.stages.prepare", "PrepareConfig", "prepare",
                 "align, degrade at every scale and pack the dataset"),
@@ -56,6 +62,9 @@ STAGES = {
                 "train the frozen FER model (CovPoolFER) on the HR training split"),
     "features": ("components.stages.features", "FeaturesConfig", "cache_features",
                  "cache the frozen extractor's features of HR and every LR scale"),
+    "tune": ("components.stages.tune", "FSRTuneConfig", "tune_fsr",
+             "Ray Tune search over sigma, r, k, p (opt-in: tune.enabled)",
+             {"base": ("components.stages.train_fsr", "FSRConfig", "train_fsr")}),
     "train_fsr": ("components.stages.train_fsr", "FSRConfig", "train_fsr",
                   "train the FSR-FER GAN on Ray Train (several workers)"),
     "evaluate": ("components.stages.evaluate", "EvaluateConfig", "evaluate",
@@ -76,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_cmd_synth)
 
-    for name, (module, config, function, help_text) in STAGES.items():
+    for name, (module, config, function, help_text, *extra) in STAGES.items():
         stage = sub.add_parser(name, help=f"{help_text} (params.yaml: {name})")
         stage.add_argument("--params", default="params.yaml")
         stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
-        stage.set_defaults(run=_stage(module, config, function, name))
+        stage.set_defaults(run=_stage(module, config, function, name, *extra))
     promote = sub.add_parser("promote", help="move alias `champion` to the challenger if it beats the champion "
                                               "(rule: components/registry.py; params.yaml: promote)")
     promote.add_argument("--params", default="params.yaml")

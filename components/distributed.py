@@ -5,7 +5,8 @@ import Ray. `run_ray_training` runs it as a Ray Train TorchTrainer on N workers 
 V2 API: checkpoints via ray.train.report, FailureConfig replaces dead workers and resumes
 from the last checkpoint, the same (storage_path, name) resumes a restarted run);
 `run_local_training` runs the same loop in this process with no Ray at all (used by the
-benchmark that measures Ray's overhead).
+benchmark that measures Ray's overhead). `run_tune_search` + `run_ray_training_in_trial`:
+a Ray Tune search whose trials each drive a TorchTrainer (the Train V2 pattern).
 
 Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS: the
 same code, no branches. Devices: CUDA with NCCL when the cluster has a GPU per worker,
@@ -51,7 +52,10 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        # The dashboard stays on (loopback only): without its state API, Ray Train's placement
+        # group cleaner cannot free the CPUs of a trial that Tune stopped, and a search stalls.
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=True)
 
 
 def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:
@@ -109,6 +113,44 @@ def run_ray_training(loop: Callable, config: dict, *, num_workers: int, name: st
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     return trainer.fit()
+
+
+def run_ray_training_in_trial(loop: Callable, config: dict, *, num_workers: int, name: str,
+                              storage_path: str | Path, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0):
+    """Inside a Ray Tune trial (the Train V2 pattern): the same TorchTrainer, its rank-0 reports
+    forwarded to Tune by TuneReportCallback so the scheduler can stop the trial."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
+    trainer = TorchTrainer(
+        _ray_worker_entry(loop),
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=[TuneReportCallback()]),
+    )
+    return trainer.fit()
+
+
+def run_tune_search(trainable: Callable, *, param_space: dict, metric: str, mode: str, num_samples: int,
+                    max_concurrent_trials: int, driver_cpus: float, search_alg, scheduler, name: str,
+                    storage_path: str | Path):
+    """A Ray Tune search whose trials are `trainable` drivers (each builds its own TorchTrainer)."""
+    from ray import tune
+
+    init_ray()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": driver_cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, search_alg=search_alg,
+                                    scheduler=scheduler, max_concurrent_trials=max_concurrent_trials),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path).resolve())),
+    )
+    return tuner.fit()
 
 
 @dataclass

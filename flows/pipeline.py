@@ -27,12 +27,14 @@ class StageFailed(RuntimeError):
     def __init__(self, stage: str, returncode: int, output: str):
         super().__init__(f"dvc stage {stage!r} failed with exit code {returncode}:\n{output[-4000:]}")
         self.stage, self.returncode = stage, returncode
+        self.command_failed = "failed to run:" in output  # DVC's words when the stage's cmd exited non-zero
 
 
 def _transient(task_, task_run, state) -> bool:
-    """Retry a failed stage unless it failed on bad input (exit 2), which a retry repeats."""
+    """Retry a stage whose command failed (a crashed worker, a lost connection), not one that
+    failed on bad input (exit 2) or in DVC itself (a retry would only repeat those)."""
     error = state.result(raise_on_failure=False)
-    return not (isinstance(error, StageFailed) and error.returncode == BAD_INPUT_EXIT)
+    return isinstance(error, StageFailed) and error.command_failed and error.returncode != BAD_INPUT_EXIT
 
 
 def project_root(project_dir: str | None) -> Path:
@@ -124,14 +126,21 @@ def apply_params(project: Path, updates: dict[str, Any]) -> dict[str, Any]:
 def dvc_stage(project: Path, stage: str) -> str:
     """`dvc repro --single-item <stage>`: 'ran' or 'skipped' (DVC found it up to date)."""
     logger = get_run_logger()
-    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project,
-                         env=project_env(), capture_output=True, text=True)
-    output = out.stdout + out.stderr
-    if out.returncode != 0:
+    lines = []
+    # Stream the stage's output into the Prefect log as it comes (progress, Ray, MLflow).
+    with subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project,
+                          env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for raw in proc.stdout:  # bytes, split on \n only: a progress bar's \r updates stay on one line
+            line = raw.decode(errors="replace").rstrip().rsplit("\r", 1)[-1]  # its last state
+            if line:
+                lines.append(line)
+                logger.info("%s | %s", stage, line[:1000])
+    output = "\n".join(lines)
+    if proc.returncode != 0:
         bad_input = f"fsrfer {stage}: error:" in output
-        raise StageFailed(stage, BAD_INPUT_EXIT if bad_input else out.returncode, output)
+        raise StageFailed(stage, BAD_INPUT_EXIT if bad_input else proc.returncode, output)
     ran = f"Running stage '{stage}'" in output
-    logger.info("stage %s %s\n%s", stage, "ran" if ran else "up to date, skipped", output[-2000:])
+    logger.info("stage %s: %s", stage, "ran" if ran else "up to date, skipped")
     return "ran" if ran else "skipped"
 
 

@@ -1,5 +1,5 @@
-"""Prefect flow `train-fsrfer`: dataset -> teacher -> feature cache -> FSR-FER GAN -> evaluation
--> registry version `challenger` -> gated promotion to `champion`.
+"""Prefect flow `train-fsrfer`: dataset -> teacher -> feature cache -> (Ray Tune search) -> FSR-FER
+GAN -> evaluation -> registry version `challenger` -> gated promotion to `champion`.
 
 Run it through a deployment (prefect.yaml; `bash scripts/prefect_up.sh` starts a local
 server and worker):
@@ -29,18 +29,18 @@ TARGET = "register"  # the last DVC stage of this flow: everything it depends on
 
 def fsrfer_updates(dataset: str | None = None, data_root: str | None = None, hr_size: int | None = None,
                    channels: int | None = None, scales: list[int] | None = None, num_workers: int | None = None,
-                   fsr_iterations: int | None = None) -> dict[str, Any]:
+                   fsr_iterations: int | None = None, run_tune: bool | None = None) -> dict[str, Any]:
     """The flow's named parameters as params.yaml 'section.key' updates (None = leave as is)."""
     named = {"prepare.dataset": dataset, "prepare.root": data_root, "prepare.hr_size": hr_size,
              "prepare.channels": channels, "prepare.scales": scales, "train_fsr.num_workers": num_workers,
-             "train_fsr.iterations": fsr_iterations}
+             "train_fsr.iterations": fsr_iterations, "tune.enabled": run_tune}
     return {k: v for k, v in named.items() if v is not None}
 
 
 @flow(name="train-fsrfer", log_prints=True)
 def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_root: str | None = None,
                  hr_size: int | None = None, channels: int | None = None, scales: list[int] | None = None,
-                 num_workers: int | None = None, fsr_iterations: int | None = None,
+                 num_workers: int | None = None, fsr_iterations: int | None = None, run_tune: bool | None = None,
                  overrides: dict[str, Any] | None = None, promote: bool = True,
                  project_dir: str | None = None) -> dict:
     """Run the FSR-FER pipeline; returns the stage results, the registered version and the promotion decision.
@@ -48,6 +48,7 @@ def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_ro
     profile: profiles/<profile>.yaml applied to params.yaml first (e.g. synthetic, ferplus).
     dataset, data_root, hr_size, channels, scales: params.yaml prepare.*.
     num_workers: Ray Train workers (train_fsr.num_workers); fsr_iterations: train_fsr.iterations.
+    run_tune: run the Ray Tune search over sigma, r, k, p before the final training (tune.enabled).
     overrides: any other params.yaml values, {"section.key": value}.
     promote: run the gated promotion of the new version at the end.
     project_dir: the project checkout to run in (default: the working directory).
@@ -57,8 +58,8 @@ def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_ro
     import yaml
 
     project = project_root(project_dir)
-    updates = load_profile(project, profile) | fsrfer_updates(dataset, data_root, hr_size, channels, scales,
-                                                              num_workers, fsr_iterations) | dict(overrides or {})
+    named = fsrfer_updates(dataset, data_root, hr_size, channels, scales, num_workers, fsr_iterations, run_tune)
+    updates = load_profile(project, profile) | named | dict(overrides or {})
     changed = apply_params(project, updates)
     results = {}
     for stage in stages_for(project, TARGET):

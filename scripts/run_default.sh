@@ -14,7 +14,7 @@ fsrfer synth --out data/raw/synthetic
 [ "${KEEP_PREFECT:-0}" = 1 ] || trap 'bash scripts/prefect_down.sh' EXIT
 bash scripts/prefect_up.sh
 prefect deployment run train-fsrfer/default --watch --watch-timeout 7200 | tee "$PREFECT_HOME/logs/last_run.log"
-grep -q "Completed" "$PREFECT_HOME/logs/last_run.log" || { echo "train-fsrfer/default did not complete"; exit 1; }
+grep -q "finished successfully in 'Completed'" "$PREFECT_HOME/logs/last_run.log" || { echo "train-fsrfer/default did not complete"; exit 1; }
 dvc metrics show
 cat registry/fsrfer.json
 echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///$PWD/mlruns/mlflow.db  (then http://127.0.0.1:5000)"

@@ -14,6 +14,9 @@ pre-training of G with the feature L2 loss only (reference code: 40k iterations)
 Batches and interpolation coefficients come from RNGs seeded by (seed, rank, iteration),
 so a run resumed from a checkpoint takes exactly the steps an uninterrupted one takes.
 
+When `tuned` names the tune stage's result and a search ran, its best sigma, r, k and p
+replace params.yaml's (components/stages/tune.py).
+
 Checkpoints every `checkpoint_every` iterations (G, D, both optimisers, iteration, torch
 RNG state). Rank 0 logs every loss term and the per-scale validation accuracy of
 C(G(F_lr)) to MLflow. The final G is written to `out` (config + state_dict,
@@ -26,7 +29,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +83,7 @@ class FSRConfig:
     storage: str = "data/ray_results"
     run_name: str = "train_fsr"
     experiment: str = "fsrfer-train"
+    tuned: str = ""  # the tune stage's result: its best sigma, r, k, p replace the values above
 
     def __post_init__(self) -> None:
         if self.sigma <= 1:
@@ -267,10 +271,12 @@ def train_fsr(cfg: FSRConfig) -> dict:
     from components.distributed import run_ray_training
     from components.tracking import mlflow_run, tracking_uri
 
+    cfg, tuned = with_tuned_values(cfg)
+
     # The Ray run is named by a hash of the config: rerunning the same config resumes its
     # last checkpoint (Ray Train V2 restores by storage path + name); a changed one starts afresh.
     ray_name = f"{cfg.run_name}-{config_hash(cfg)}"
-    with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg) | {"ray_run": ray_name}) as run:
+    with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg) | {"ray_run": ray_name, "tuned_values": json.dumps(tuned)}) as run:
         # Ray Train workers run in their own working directory: hand them absolute paths.
         paths = {"features": str(Path(cfg.features).resolve()), "teacher": str(Path(cfg.teacher).resolve())}
         config = {"fsr": asdict(cfg) | paths, "tracking_uri": tracking_uri(), "run_id": run.info.run_id}
@@ -287,6 +293,14 @@ def train_fsr(cfg: FSRConfig) -> dict:
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
             "train_seconds": metrics.get("train_seconds"),
             **{k: v for k, v in metrics.items() if k.startswith("valid_acc")}}
+
+
+def with_tuned_values(cfg: FSRConfig) -> tuple[FSRConfig, dict[str, float]]:
+    """cfg with the tune stage's best sigma, r, k, p when `cfg.tuned` holds a search result; and those values."""
+    from components.stages.tune import tuned_values
+
+    tuned = tuned_values(cfg.tuned)
+    return replace(cfg, **tuned), tuned
 
 
 def config_hash(cfg: FSRConfig) -> str:

@@ -65,11 +65,13 @@ def test_flow_parameters_map_onto_params_yaml_keys():
     assert fsrfer_updates(dataset="ferplus", hr_size=48, num_workers=4, fsr_iterations=10) == {
         "prepare.dataset": "ferplus", "prepare.hr_size": 48, "train_fsr.num_workers": 4, "train_fsr.iterations": 10}
     assert fsrfer_updates() == {}
+    assert fsrfer_updates(run_tune=True) == {"tune.enabled": True}
     assert flatten_updates({"a": {"b": 1}}) == {"a.b": 1}
 
 
 def test_stage_order_comes_from_dvc_yaml():
-    assert stages_for(REPO, "register") == ["prepare", "teacher", "features", "train_fsr", "evaluate", "register"]
+    assert stages_for(REPO, "register") == ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate",
+                                            "register"]
     assert stages_for(REPO, "features") == ["prepare", "teacher", "features"]
     with pytest.raises(ValueError, match="no stage 'nope'"):
         stages_for(REPO, "nope")

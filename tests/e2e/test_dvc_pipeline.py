@@ -27,7 +27,7 @@ def project(tmp_path_factory):
 def test_repro_runs_every_stage_then_nothing(project):
     root, env = project
     first = run(["dvc", "repro"], root, env)
-    for stage in ("prepare", "teacher", "features", "train_fsr", "evaluate", "register"):
+    for stage in ("prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first
     assert (root / "dvc.lock").is_file() and (root / "models" / "fsr.pt").is_file()
     assert json.loads((root / "registry" / "fsrfer.json").read_text())["version"] == 1
@@ -51,7 +51,7 @@ def test_gan_param_change_reruns_only_train_fsr_and_what_follows(project):
     out = run(["dvc", "repro"], root, env)
     for stage in ("train_fsr", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
-    for stage in ("prepare", "teacher", "features"):
+    for stage in ("prepare", "teacher", "features", "tune"):
         assert f"Running stage '{stage}'" not in out
     assert features_manifest.stat().st_mtime_ns == before  # the feature cache was reused, not recomputed
 

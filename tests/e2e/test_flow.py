@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from tests.e2e.conftest import make_project
 
-STAGES = ["prepare", "teacher", "features", "train_fsr", "evaluate", "register"]
+STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
 
 
 @pytest.fixture(scope="module")

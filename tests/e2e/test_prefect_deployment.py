@@ -45,7 +45,7 @@ def test_deployment_run_completes_through_the_server(served_project):
     # would switch to the full synthetic profile); num_workers=1 as a --param override.
     out = run(["prefect", "deployment", "run", "train-fsrfer/default", "-p", "profile=null", "-p", "num_workers=1",
                "--watch", "--watch-timeout", "900"], root, env, timeout=960)
-    assert "Completed" in out, out[-3000:]
+    assert "finished successfully in 'Completed'" in out, out[-3000:]
     record = (root / "registry" / "fsrfer.json").read_text()
     assert '"version": 1' in record
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -57,4 +57,4 @@ def test_promote_deployment_completes(served_project):
     root, env, _ = served_project
     out = run(["prefect", "deployment", "run", "promote/promote", "--watch", "--watch-timeout", "300"], root, env,
               timeout=360)
-    assert "Completed" in out, out[-3000:]
+    assert "finished successfully in 'Completed'" in out, out[-3000:]

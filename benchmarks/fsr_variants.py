@@ -1,0 +1,55 @@
+"""Accuracy of FSR-FER variants on the project's own feature cache (data/features, models/teacher.pt).
+
+Trains G in one process (no Ray, 1 thread) with params.yaml's train_fsr section updated
+by a JSON dict, prints C(G(F_lr)) accuracy per LR scale on valid, test and train, and
+appends the row to benchmarks/.cache/fsr_variants.jsonl. Run `dvc repro features` first.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fsr_variants.py '{"dense_residual": false}' conv_only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from components.distributed import run_local_training  # noqa: E402
+from components.models.covpool import load_covpool  # noqa: E402
+from components.models.rrdb import FeatureGenerator  # noqa: E402
+from components.stages.train_fsr import (FSRConfig, PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop,  # noqa: E402
+                                         generator_config)
+
+
+def main(variant: dict, name: str) -> dict:
+    os.chdir(ROOT)
+    torch.set_num_threads(1)
+    params = yaml.safe_load(Path("params.yaml").read_text())["train_fsr"] | variant
+    cfg = FSRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    start = time.time()
+    result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+    teacher = load_covpool(cfg.teacher)
+    g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
+    g.load_state_dict(torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"])
+    row = {"name": name, "variant": variant, "seconds": round(time.time() - start)}
+    for split in ("valid", "test", "train"):
+        data = PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim)
+        row[split] = {k: round(v, 3) for k, v in
+                      fsr_accuracy_per_scale(g, teacher.classifier, data, torch.device("cpu")).items()}
+    out = Path("benchmarks/.cache/fsr_variants.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]), sys.argv[2])))

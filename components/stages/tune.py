@@ -1,0 +1,210 @@
+"""Stage `tune`: a Ray Tune search over FSR-FER's re-weighting (sigma, r) and WGAN-div (k, p).
+
+Opt-in (`tune.enabled`): the search is expensive. Disabled, the stage only writes an
+empty result, and `train_fsr` trains with its own params.yaml values; enabled, `train_fsr`
+takes sigma, r, k and p from the best trial. Either way the result file (`out`) is a DVC
+dependency of `train_fsr`, so `dvc repro` after a search retrains with the values found.
+
+Each trial is the Ray Train V2 pattern: Tune runs a driver function that builds a
+TorchTrainer running the same worker loop as `train_fsr` (components/stages/train_fsr.py),
+whose rank-0 reports reach Tune through TuneReportCallback (components/distributed.py).
+Search: Optuna's TPE over the ranges in params.yaml (uniform), seeded. Scheduler: ASHA on
+the reports (one per `report_every` iterations), stopping weak trials after
+`grace_period` reports. Objective: the mean validation accuracy of C(G(F_lr)) over the
+LR scales (`valid_acc_mean`, maximised); the per-scale accuracies are reported too.
+
+MLflow: a parent run for the search; every trial is a nested run (tag mlflow.parentRunId)
+with its config and its per-iteration losses and accuracies (logged by the worker loop's
+rank 0), ended as FINISHED, KILLED when ASHA stopped it early, or FAILED.
+
+The other FSR settings of the trials (network sizes, loss weights, lr, batch) come from
+`train_fsr`'s params, with the iteration count and the reporting interval of this stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from components.data.records import BadInput
+from components.data.store import atomic_file
+from components.stages.train_fsr import FSRConfig
+
+SEARCHED = ("sigma", "r", "k", "p")
+OBJECTIVE = "valid_acc_mean"
+
+
+@dataclass(frozen=True)
+class FSRTuneConfig:
+    enabled: bool = False
+    out: str = "models/tuned_fsr.json"
+    # search ranges (uniform); the paper's values: sigma 1.5, r 1, k 2, p 6
+    sigma: tuple[float, float] = (1.1, 2.0)
+    r: tuple[float, float] = (0.5, 2.0)
+    k: tuple[float, float] = (0.5, 4.0)
+    p: tuple[float, float] = (2.0, 8.0)
+    num_samples: int = 8
+    max_concurrent_trials: int = 1  # on a cluster: as many as fit; no code change
+    iterations: int = 600  # per trial, at most
+    report_every: int = 100  # iterations between reports (ASHA's time unit is one report)
+    grace_period: int = 2  # reports before ASHA may stop a trial
+    reduction_factor: int = 2
+    # resources per trial: Ray Train workers, CPUs each, GPUs each (> 0: NCCL on GPUs)
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    driver_cpus: float = 0.5  # the trial's driver (it only waits on its TorchTrainer)
+    seed: int = 0
+    storage: str = "data/ray_results"
+    run_name: str = "tune_fsr"
+    experiment: str = "fsrfer-tune"
+
+    def __post_init__(self) -> None:
+        for name in SEARCHED:
+            low, high = getattr(self, name)
+            if not low < high:
+                raise BadInput(f"tune.{name}: range must be [low, high] with low < high, got {[low, high]}")
+        if self.sigma[0] <= 1:
+            raise BadInput(f"tune.sigma: lower bound must be > 1 (w = (sigma - p)^r > 0), got {self.sigma[0]}")
+        if min(self.k[0], self.p[0], self.r[0]) <= 0:
+            raise BadInput("tune.k, tune.p and tune.r ranges must be positive")
+        if self.num_samples < 1 or self.report_every < 1 or self.iterations < self.report_every:
+            raise BadInput("tune.num_samples >= 1 and tune.iterations >= tune.report_every >= 1 are required")
+
+
+def trial_fsr_config(base: FSRConfig, cfg: FSRTuneConfig, values: dict) -> FSRConfig:
+    """The FSRConfig of one trial: `base` with the searched values, this stage's schedule and resources."""
+    return replace(base, **{k: float(values[k]) for k in SEARCHED}, iterations=cfg.iterations,
+                   checkpoint_every=cfg.report_every, eval_every=cfg.report_every, num_workers=cfg.num_workers,
+                   cpus_per_worker=cfg.cpus_per_worker, seed=cfg.seed)
+
+
+def fsr_trial(config: dict) -> None:
+    """One Tune trial (runs as a Ray task): a nested MLflow run and a TorchTrainer of the FSR loop."""
+    import mlflow
+    import ray.tune
+
+    from components.distributed import run_ray_training_in_trial
+    from components.stages.train_fsr import fsr_train_loop
+
+    fsr = FSRConfig(**config["fsr"])
+    client = mlflow.MlflowClient(config["tracking_uri"])
+    trial = ray.tune.get_context().get_trial_id()
+    run = client.create_run(config["experiment_id"], run_name=f"trial-{trial}",
+                            tags={"mlflow.parentRunId": config["parent_run_id"], "tune_trial_id": trial})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:500]) for k, v in asdict(fsr).items()])
+    loop_config = {"fsr": asdict(fsr), "tracking_uri": config["tracking_uri"], "run_id": run.info.run_id}
+    run_ray_training_in_trial(fsr_train_loop, loop_config, num_workers=fsr.num_workers,
+                              cpus_per_worker=fsr.cpus_per_worker, gpus_per_worker=config["gpus_per_worker"],
+                              name=f"{config['ray_name']}-{trial}", storage_path=fsr.storage)
+
+
+def tune_fsr(cfg: FSRTuneConfig, base: FSRConfig) -> dict:
+    """Run the search (or, disabled, record that there was none); writes `cfg.out`; returns it."""
+    if not cfg.enabled:
+        result = {"source": "disabled", "best": {}}
+        _write(cfg.out, result)
+        return result
+
+    import mlflow
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from components.distributed import run_tune_search
+    from components.stages.train_fsr import config_hash
+    from components.tracking import mlflow_run, tracking_uri
+
+    paths = {"features": str(Path(base.features).resolve()), "teacher": str(Path(base.teacher).resolve()),
+             "storage": str(Path(base.storage).resolve())}
+    base = replace(base, **paths)
+    ray_name = f"{cfg.run_name}-{config_hash(base)}"
+    with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg)) as parent:
+        fixed = {"fsr": asdict(trial_fsr_config(base, cfg, {k: getattr(base, k) for k in SEARCHED})),
+                 "tracking_uri": tracking_uri(), "experiment_id": parent.info.experiment_id,
+                 "parent_run_id": parent.info.run_id, "gpus_per_worker": cfg.gpus_per_worker, "ray_name": ray_name}
+        space = {k: tune.uniform(*getattr(cfg, k)) for k in SEARCHED}
+
+        def driver(config: dict) -> None:
+            values = {k: config[k] for k in SEARCHED}
+            fsr = asdict(trial_fsr_config(FSRConfig(**config["fsr"]), cfg, values))
+            fsr_trial(config | {"fsr": fsr})
+
+        results = run_tune_search(
+            driver, param_space=fixed | space, metric=OBJECTIVE, mode="max", num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials, driver_cpus=cfg.driver_cpus,
+            search_alg=OptunaSearch(seed=cfg.seed),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.iterations // cfg.report_every,
+                                    grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor),
+            name=ray_name, storage_path=paths["storage"])
+        trials = _summarise(results, cfg)
+        _close_trial_runs(parent.info.run_id, parent.info.experiment_id, trials)
+        finished = [t for t in trials if t.get(OBJECTIVE) is not None]
+        if not finished:
+            raise RuntimeError(f"tune: no trial reported {OBJECTIVE}; errors: {[t.get('error') for t in trials]}")
+        best = max(finished, key=lambda t: t[OBJECTIVE])
+        mlflow.log_metrics({f"best_{OBJECTIVE}": best[OBJECTIVE], "trials": len(trials),
+                            "stopped_early": sum(t["stopped_early"] for t in trials)})
+        mlflow.log_params({f"best_{k}": round(v, 6) for k, v in best["config"].items()})
+        result = {"source": "search", "best": best["config"], OBJECTIVE: best[OBJECTIVE],
+                  "best_per_scale": best["per_scale"], "parent_run_id": parent.info.run_id, "trials": trials}
+        _write(cfg.out, result)
+        mlflow.log_artifact(cfg.out)
+    return result
+
+
+def _summarise(results, cfg: FSRTuneConfig) -> list[dict]:
+    """One row per trial: config, last objective, per-scale accuracies, reports made, stopped early or not."""
+    max_reports = cfg.iterations // cfg.report_every
+    trials = []
+    for result in results:
+        metrics = result.metrics or {}
+        history = result.metrics_dataframe
+        reports = int(history["training_iteration"].max()) if history is not None and len(history) else 0
+        trials.append({
+            "trial_id": metrics.get("trial_id"),
+            "config": {k: float(result.config[k]) for k in SEARCHED},
+            OBJECTIVE: metrics.get(OBJECTIVE),
+            "per_scale": {k: v for k, v in metrics.items() if k.startswith("valid_acc_x")},
+            "iterations": int(metrics.get("iteration", 0)),
+            "reports": reports,
+            "stopped_early": result.error is None and reports < max_reports,
+            "error": str(result.error) if result.error is not None else None,
+        })
+    return trials
+
+
+def _close_trial_runs(parent_run_id: str, experiment_id: str, trials: list[dict]) -> None:
+    """End every nested trial run: FINISHED (ran to the end), KILLED (ASHA stopped it) or FAILED.
+
+    Done here because Tune ends a trial's driver as soon as its last result arrives (ASHA
+    stops trials at max_t too), before the driver could end its own run."""
+    import mlflow
+
+    from components.tracking import tracking_uri
+
+    status = {t["trial_id"]: "FAILED" if t["error"] else "KILLED" if t["stopped_early"] else "FINISHED"
+              for t in trials}
+    client = mlflow.MlflowClient(tracking_uri())
+    for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+        client.set_terminated(run.info.run_id, status.get(run.data.tags.get("tune_trial_id"), "KILLED"))
+
+
+def _write(path: str, result: dict) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def tuned_values(path: str) -> dict[str, float]:
+    """The best sigma, r, k, p recorded by the tune stage ({} when the search was disabled or the file is absent)."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        best = json.loads(Path(path).read_text()).get("best", {})
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{path}: not a tune result ({err})") from err
+    unknown = set(best) - set(SEARCHED)
+    if unknown:
+        raise BadInput(f"{path}: unexpected keys {sorted(unknown)} in 'best'")
+    return {k: float(v) for k, v in best.items()}
