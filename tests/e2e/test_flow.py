@@ -25,8 +25,11 @@ def flow_project(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for key in ("MLFLOW_TRACKING_URI", "RAY_TMPDIR"):
         mp.setenv(key, env[key])
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])  # earlier tests may have set another one in-process
     with prefect_test_harness(server_startup_timeout=120):
         yield root, env
+    mlflow.set_tracking_uri(previous_uri)
     mp.undo()
 
 
@@ -50,7 +53,7 @@ def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run)
     assert first_run["registered"]["version"] == 1
     assert first_run["promotion"]["promoted"] is True  # the first version with complete metrics
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("fsrfer", "champion")
     assert int(version.version) == 1
     assert int(client.get_model_version_by_alias("fsrfer", "challenger").version) == 1
@@ -111,7 +114,7 @@ def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(flo
     assert "sigma: 1.8" in (root / "params.yaml").read_text()
     assert [s for s, r in result["stages"].items() if r == "ran"] == ["train_fsr", "evaluate", "register"]
     assert result["registered"]["version"] == 2
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
     v2 = client.get_model_version("fsrfer", "2")
     assert int(client.get_model_version_by_alias("fsrfer", "challenger").version) == 2
     assert v2.tags["param.sigma"] == "1.8"

@@ -1,0 +1,38 @@
+"""FSR-FER on a real FER+ feature cache: train G in one process (1 thread) and print the
+valid table beside bicubic. Arguments: iterations, and the project checkout whose
+data/features and models/teacher.pt come from `dvc repro features` with profiles/ferplus.yaml.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout
+"""
+import sys, json, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np, torch
+torch.set_num_threads(1)
+from dataclasses import asdict
+from components.stages.train_fsr import FSRConfig, fsr_train_loop, PairedFeatures, fsr_accuracy_per_scale, generator_config
+from components.stages.features import FeatureCache
+from components.distributed import run_local_training
+from components.models.covpool import load_covpool
+from components.models.rrdb import FeatureGenerator
+its, root = int(sys.argv[1]), sys.argv[2]
+cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", channels=8, growth=8, blocks=1,
+                dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
+                milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3)
+t = time.time()
+res = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+teacher = load_covpool(cfg.teacher)
+g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
+g.load_state_dict(torch.load(res.checkpoint_dir / "state.pt", weights_only=True)["g"])
+cache = FeatureCache(cfg.features)
+out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in ("channels", "growth", "blocks", "dense_residual", "w_gan", "w_percep", "w_feat", "lr", "batch_size", "sigma", "r", "k", "p")}}
+for split in cache.splits:
+    if split == "train":
+        continue
+    lab = np.asarray(cache.array(split, "labels")); probs = np.asarray(cache.array(split, "probs"))
+    bic = {k: round(float((probs[cache.block(split, k)].argmax(1) == lab[cache.block(split, k)]).mean()), 4) for k in cache.keys}
+    fsr = fsr_accuracy_per_scale(g, teacher.classifier, PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim), torch.device("cpu"))
+    out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
+print(json.dumps(out, indent=1))
+Path("benchmarks/.cache").mkdir(parents=True, exist_ok=True)
+Path("benchmarks/.cache/ferplus_fsr.json").write_text(json.dumps(out, indent=1))
