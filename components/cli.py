@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from components.data.records import BadInput
 
@@ -111,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, default=str)
     print(text)
     if getattr(args, "summary", None):
-        from components.data.store import atomic_file
+        from components.data.store import atomic_write_text
 
-        with atomic_file(Path(args.summary)) as tmp:
-            tmp.write_text(text + "\n")
+        atomic_write_text(args.summary, text + "\n")
     return 0
 
 

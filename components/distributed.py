@@ -5,8 +5,8 @@ import Ray. `run_ray_training` runs it as a Ray Train TorchTrainer on N workers 
 V2 API: checkpoints via ray.train.report, FailureConfig replaces dead workers and resumes
 from the last checkpoint, the same (storage_path, name) resumes a restarted run);
 `run_local_training` runs the same loop in this process with no Ray at all (used by the
-benchmark that measures Ray's overhead). `run_tune_search` + `run_ray_training_in_trial`:
-a Ray Tune search whose trials each drive a TorchTrainer (the Train V2 pattern).
+benchmark that measures Ray's overhead). `run_tune_search`: a Ray Tune search whose trials
+each drive a TorchTrainer through `run_ray_training` (the Train V2 pattern).
 
 Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS: the
 same code, no branches. Devices: CUDA with NCCL when the cluster has a GPU per worker,
@@ -90,10 +90,13 @@ def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:
 
 
 def run_ray_training(loop: Callable, config: dict, *, num_workers: int, name: str, storage_path: str | Path,
-                     max_failures: int = 2, cpus_per_worker: float = 1.0, use_gpu: bool | None = None):
+                     max_failures: int = 2, cpus_per_worker: float = 1.0, use_gpu: bool | None = None,
+                     gpus_per_worker: float = 1.0, callbacks: list | None = None):
     """Run `loop` on `num_workers` Ray Train workers; returns the ray.train.Result.
 
     use_gpu=None decides at run time: GPUs when the cluster has one per worker.
+    callbacks: Ray Train callbacks; inside a Ray Tune trial (the Train V2 pattern) pass
+    [ray.tune.integration.ray_train.TuneReportCallback()] so rank 0's reports reach Tune.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -102,28 +105,6 @@ def run_ray_training(loop: Callable, config: dict, *, num_workers: int, name: st
     init_ray()
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
-    trainer = TorchTrainer(
-        _ray_worker_entry(loop),
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    return trainer.fit()
-
-
-def run_ray_training_in_trial(loop: Callable, config: dict, *, num_workers: int, name: str,
-                              storage_path: str | Path, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0):
-    """Inside a Ray Tune trial (the Train V2 pattern): the same TorchTrainer, its rank-0 reports
-    forwarded to Tune by TuneReportCallback so the scheduler can stop the trial."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    use_gpu = gpus_per_worker > 0
     resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
     trainer = TorchTrainer(
         _ray_worker_entry(loop),
@@ -131,7 +112,8 @@ def run_ray_training_in_trial(loop: Callable, config: dict, *, num_workers: int,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=[TuneReportCallback()]),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
     )
     return trainer.fit()
 

@@ -45,7 +45,7 @@ class PromoteConfig:
         return PromotionRule(self.min_gain, self.tolerance)
 
 
-def scale_metrics(tags: dict[str, str], scales: list[str] | None = None) -> dict[str, float]:
+def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
     """{'x2': acc, ...} from a version's tags (finite numbers only; `valid_acc_mean` excluded)."""
     out = {}
     for key, value in tags.items():
@@ -57,8 +57,6 @@ def scale_metrics(tags: dict[str, str], scales: list[str] | None = None) -> dict
             continue
         if math.isfinite(number):
             out[key[len(METRIC_PREFIX):]] = number
-    if scales is not None:
-        out = {k: v for k, v in out.items() if k in scales}
     return out
 
 

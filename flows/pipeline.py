@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,13 @@ def dvc_stage(project: Path, stage: str) -> str:
 @task(name="promote")
 def promote_task(project: Path, model_name: str) -> dict:
     """`fsrfer promote --model <name>`: the gated promotion (components/registry.py, params.yaml: promote)."""
-    out = subprocess.run([sys.executable, "-m", "components.cli", "promote", "--model", model_name], cwd=project,
-                         env=project_env(), capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fsrfer promote failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    decision = json.loads(out.stdout[out.stdout.index("{"):])
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "decision.json"
+        out = subprocess.run([sys.executable, "-m", "components.cli", "promote", "--model", model_name,
+                              "--summary", str(summary)], cwd=project, env=project_env(), capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"fsrfer promote failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        decision = json.loads(summary.read_text())
     get_run_logger().info("promotion of %s v%s: %s (%s)", model_name, decision["version"],
                           "promoted" if decision["promoted"] else "not promoted", decision["reason"])
     return decision

@@ -54,6 +54,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (temp file beside it, then rename)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 @contextmanager
 def atomic_directory(out: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside `out`; on success it replaces `out` in one rename, on error it is removed."""

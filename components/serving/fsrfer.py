@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from components.data.degrade import imresize, to_uint8
+from components.data.degrade import upscale_to
 from components.data.records import BadInput, convert_channels
 from components.runtime import images_to_tensor
 
@@ -56,7 +56,7 @@ def to_hr(face: np.ndarray, hr_size: int) -> tuple[np.ndarray, float]:
     h, w = face.shape[:2]
     if (h, w) == (hr_size, hr_size):
         return face, 1.0
-    return to_uint8(imresize(face[None].astype(np.float64), output_shape=(hr_size, hr_size)))[0], hr_size / min(h, w)
+    return upscale_to(face[None], (hr_size, hr_size))[0], hr_size / min(h, w)
 
 
 class FSRFERPredictor:

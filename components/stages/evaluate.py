@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.store import atomic_file
+from components.data.store import atomic_file, atomic_write_text
 from components.stages.features import FeatureCache
 
 
@@ -83,11 +83,6 @@ def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     if cfg.fsr:
         methods["fsrfer"] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
     return methods
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -162,10 +157,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 table[split][method][key] = scores
                 rows.append({"split": split, "method": method, "scale": key, **scores})
                 plot_confusion(cm, classes, f"{split} {method} {key}", plots / "confusion" / f"{split}_{method}_{key}.png")
-    _atomic_write_text(Path(cfg.metrics), json.dumps(table, indent=2) + "\n")
+    atomic_write_text(Path(cfg.metrics), json.dumps(table, indent=2) + "\n")
     csv_lines = ["split,method,scale,accuracy,mean_class_accuracy"] + [
         f"{r['split']},{r['method']},{r['scale']},{r['accuracy']:.4f},{r['mean_class_accuracy']:.4f}" for r in rows]
-    _atomic_write_text(plots / "accuracy.csv", "\n".join(csv_lines) + "\n")
+    atomic_write_text(plots / "accuracy.csv", "\n".join(csv_lines) + "\n")
     plot_accuracy_vs_scale(table, plots / "accuracy_vs_scale.png")
     with mlflow_run(cfg.experiment, "evaluate", params=asdict(cfg)):
         mlflow.log_metrics({f"{r['split']}.{r['method']}.{r['scale']}.{m}": r[m]

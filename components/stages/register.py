@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from components.data.records import BadInput
-from components.data.store import PreparedStore, atomic_file
+from components.data.store import PreparedStore, atomic_write_text
 from components.registry import CHALLENGER, METRIC_PREFIX
 
 COMPONENTS = Path(__file__).resolve().parents[1]
@@ -125,8 +125,7 @@ def register(cfg: RegisterConfig) -> dict:
                   "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                   "model_uri": f"models:/{cfg.model_name}/{version.version}",
                   "valid_acc_mean": float(tags[f"{METRIC_PREFIX}mean"]), "tracking_uri": tracking_uri()}
-    with atomic_file(cfg.out) as tmp_out:
-        tmp_out.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(cfg.out, json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -287,7 +287,9 @@ def train_fsr(cfg: FSRConfig) -> dict:
             raise RuntimeError(f"train_fsr: Ray Train run failed: {result.error}")
         with result.checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
-        out = write_generator(cfg, state["g"], state["iteration"], load_covpool(cfg.teacher).cfg.bimap_dim)
+        from components.stages.features import FeatureCache
+
+        out = write_generator(cfg, state["g"], state["iteration"], FeatureCache(cfg.features).manifest["bimap_dim"])
         mlflow.log_artifact(str(out), artifact_path="model")
         metrics = dict(result.metrics)
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),

@@ -7,7 +7,8 @@ dependency of `train_fsr`, so `dvc repro` after a search retrains with the value
 
 Each trial is the Ray Train V2 pattern: Tune runs a driver function that builds a
 TorchTrainer running the same worker loop as `train_fsr` (components/stages/train_fsr.py),
-whose rank-0 reports reach Tune through TuneReportCallback (components/distributed.py).
+whose rank-0 reports reach Tune through TuneReportCallback (components/distributed.py:
+run_ray_training, run_tune_search).
 Search: Optuna's TPE over the ranges in params.yaml (uniform), seeded. Scheduler: ASHA on
 the reports (one per `report_every` iterations), stopping weak trials after
 `grace_period` reports. Objective: the mean validation accuracy of C(G(F_lr)) over the
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from components.data.records import BadInput
-from components.data.store import atomic_file
+from components.data.store import atomic_write_text
 from components.stages.train_fsr import FSRConfig
 
 SEARCHED = ("sigma", "r", "k", "p")
@@ -85,7 +86,9 @@ def fsr_trial(config: dict) -> None:
     import mlflow
     import ray.tune
 
-    from components.distributed import run_ray_training_in_trial
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from components.distributed import run_ray_training
     from components.stages.train_fsr import fsr_train_loop
 
     fsr = FSRConfig(**config["fsr"])
@@ -95,16 +98,17 @@ def fsr_trial(config: dict) -> None:
                             tags={"mlflow.parentRunId": config["parent_run_id"], "tune_trial_id": trial})
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:500]) for k, v in asdict(fsr).items()])
     loop_config = {"fsr": asdict(fsr), "tracking_uri": config["tracking_uri"], "run_id": run.info.run_id}
-    run_ray_training_in_trial(fsr_train_loop, loop_config, num_workers=fsr.num_workers,
-                              cpus_per_worker=fsr.cpus_per_worker, gpus_per_worker=config["gpus_per_worker"],
-                              name=f"{config['ray_name']}-{trial}", storage_path=fsr.storage)
+    gpus = config["gpus_per_worker"]
+    run_ray_training(fsr_train_loop, loop_config, num_workers=fsr.num_workers, name=f"{config['ray_name']}-{trial}",
+                     storage_path=fsr.storage, max_failures=fsr.max_failures, cpus_per_worker=fsr.cpus_per_worker,
+                     use_gpu=gpus > 0, gpus_per_worker=gpus, callbacks=[TuneReportCallback()])
 
 
 def tune_fsr(cfg: FSRTuneConfig, base: FSRConfig) -> dict:
     """Run the search (or, disabled, record that there was none); writes `cfg.out`; returns it."""
     if not cfg.enabled:
         result = {"source": "disabled", "best": {}}
-        _write(cfg.out, result)
+        atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
         return result
 
     import mlflow
@@ -149,7 +153,7 @@ def tune_fsr(cfg: FSRTuneConfig, base: FSRConfig) -> dict:
         mlflow.log_params({f"best_{k}": round(v, 6) for k, v in best["config"].items()})
         result = {"source": "search", "best": best["config"], OBJECTIVE: best[OBJECTIVE],
                   "best_per_scale": best["per_scale"], "parent_run_id": parent.info.run_id, "trials": trials}
-        _write(cfg.out, result)
+        atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
         mlflow.log_artifact(cfg.out)
     return result
 
@@ -189,11 +193,6 @@ def _close_trial_runs(parent_run_id: str, experiment_id: str, trials: list[dict]
     client = mlflow.MlflowClient(tracking_uri())
     for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
         client.set_terminated(run.info.run_id, status.get(run.data.tags.get("tune_trial_id"), "KILLED"))
-
-
-def _write(path: str, result: dict) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def tuned_values(path: str) -> dict[str, float]:

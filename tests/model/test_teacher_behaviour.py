@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 
 
 def test_teacher_beats_chance_on_hr(tiny_run):
