@@ -9,7 +9,10 @@ benchmark that measures Ray's overhead). `run_tune_search`: a Ray Tune search wh
 each drive a TorchTrainer through `run_ray_training` (the Train V2 pattern).
 
 Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS: the
-same code, no branches. Devices: CUDA with NCCL when the cluster has a GPU per worker,
+same code, no branches. Every report carries `worker_nodes`, the node id of each worker in
+rank order, so a run shows where it ran. On a multi-node cluster the paths handed to
+workers (feature cache, teacher, Ray storage) must be on storage every node mounts at the
+same path (infra/README.md says why this and not the object store). Devices: CUDA with NCCL when the cluster has a GPU per worker,
 else CPU with gloo.
 """
 
@@ -67,10 +70,11 @@ def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:
         from ray.train.torch import get_device, prepare_model
 
         context = ray.train.get_context()
+        nodes = _worker_nodes(context.get_world_size())
 
         def report(metrics: dict, checkpoint_dir: Path | None) -> None:
             checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(metrics | {"worker_nodes": nodes}, checkpoint=checkpoint)
 
         def restore() -> Path | None:
             checkpoint = ray.train.get_checkpoint()
@@ -87,6 +91,18 @@ def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:
         loop(config, ctx)
 
     return entry
+
+
+def _worker_nodes(world_size: int) -> str:
+    """The Ray node id of every worker, in rank order, comma-joined (reported with every result)."""
+    import ray
+    import torch.distributed as dist
+
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world_size > 1 and dist.is_initialized():
+        nodes = [None] * world_size
+        dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    return ",".join(nodes)
 
 
 def run_ray_training(loop: Callable, config: dict, *, num_workers: int, name: str, storage_path: str | Path,

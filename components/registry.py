@@ -110,8 +110,8 @@ def promote(cfg: PromoteConfig) -> dict:
             raise BadInput(f"registered model {cfg.model_name!r} has no version with alias {CHALLENGER!r}")
     champion = _alias_version(client, cfg.model_name, CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
-        return {"model": cfg.model_name, "version": candidate.version, "promoted": False,
-                "reason": "already champion", "champion": champion.version}
+        return {"model": cfg.model_name, "version": int(candidate.version), "promoted": False,
+                "reason": "already champion", "champion": int(champion.version)}
     promoted, reason = decide_promotion(candidate.tags, champion.tags if champion else None, cfg.rule)
     tags = {"promotion_decision": "promoted" if promoted else "rejected", "promotion_reason": reason,
             "promotion_compared_to": str(champion.version) if champion else "none"}
@@ -119,5 +119,6 @@ def promote(cfg: PromoteConfig) -> dict:
         client.set_model_version_tag(cfg.model_name, candidate.version, key, value)
     if promoted:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, candidate.version)
-    return {"model": cfg.model_name, "version": candidate.version, "promoted": promoted, "reason": reason,
-            "champion": candidate.version if promoted else (champion.version if champion else None)}
+    # versions are ints in the record whatever the store (the REST client returns strings)
+    return {"model": cfg.model_name, "version": int(candidate.version), "promoted": promoted, "reason": reason,
+            "champion": int(candidate.version) if promoted else (int(champion.version) if champion else None)}

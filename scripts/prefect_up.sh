@@ -13,11 +13,7 @@ mkdir -p "$PREFECT_HOME/logs"
 if ! curl -fs "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   nohup prefect server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/logs/server.log" 2>&1 &
   echo $! >"$PREFECT_HOME/server.pid"
-  for _ in $(seq 1 120); do
-    curl -fs "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
-    sleep 1
-  done
-  curl -fs "$PREFECT_API_URL/health" >/dev/null || { echo "prefect server did not start; see $PREFECT_HOME/logs/server.log"; exit 1; }
+  wait_healthy "$PREFECT_API_URL/health" "prefect server" "$PREFECT_HOME/logs/server.log"
 fi
 prefect work-pool inspect local-pool >/dev/null 2>&1 || prefect work-pool create local-pool --type process >/dev/null
 prefect --no-prompt deploy --all >"$PREFECT_HOME/logs/deploy.log" 2>&1 || { cat "$PREFECT_HOME/logs/deploy.log"; exit 1; }

@@ -121,7 +121,8 @@ def register(cfg: RegisterConfig) -> dict:
         version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
         client = mlflow.MlflowClient(tracking_uri())
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
-        record = {"model_name": cfg.model_name, "version": version.version, "alias": CHALLENGER,
+        # versions are ints in the record whatever the store (the REST client returns strings)
+        record = {"model_name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
                   "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                   "model_uri": f"models:/{cfg.model_name}/{version.version}",
                   "valid_acc_mean": float(tags[f"{METRIC_PREFIX}mean"]), "tracking_uri": tracking_uri()}

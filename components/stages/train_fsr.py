@@ -292,8 +292,9 @@ def train_fsr(cfg: FSRConfig) -> dict:
         out = write_generator(cfg, state["g"], state["iteration"], FeatureCache(cfg.features).manifest["bimap_dim"])
         mlflow.log_artifact(str(out), artifact_path="model")
         metrics = dict(result.metrics)
+        mlflow.set_tag("worker_nodes", metrics.get("worker_nodes", ""))
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
-            "train_seconds": metrics.get("train_seconds"),
+            "train_seconds": metrics.get("train_seconds"), "worker_nodes": metrics.get("worker_nodes", ""),
             **{k: v for k, v in metrics.items() if k.startswith("valid_acc")}}
 
 

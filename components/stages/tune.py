@@ -173,6 +173,7 @@ def _summarise(results, cfg: FSRTuneConfig) -> list[dict]:
             "per_scale": {k: v for k, v in metrics.items() if k.startswith("valid_acc_x")},
             "iterations": int(metrics.get("iteration", 0)),
             "reports": reports,
+            "worker_nodes": metrics.get("worker_nodes", ""),
             "stopped_early": result.error is None and reports < max_reports,
             "error": str(result.error) if result.error is not None else None,
         })

@@ -1,15 +1,21 @@
-"""A deployment run through a real local Prefect server, as users run it: the test starts
-the server, work pool, deployments (prefect.yaml) and a process worker with
-scripts/prefect_up.sh in a scratch project, runs
-`prefect deployment run train-fsrfer/default --watch`, checks the run Completed and
-registered a model, then stops worker and server with scripts/prefect_down.sh."""
+"""A deployment run through a real local Prefect server while MLflow is a real `mlflow server`,
+as users run them on shared services: the test starts an MLflow server (scripts/mlflow_up.sh:
+sqlite backend store, artifacts served by the server) and points MLFLOW_TRACKING_URI at it,
+starts the Prefect server, work pool, deployments (prefect.yaml) and a process worker with
+scripts/prefect_up.sh in a scratch project, runs `prefect deployment run train-fsrfer/default
+--watch`, checks the run Completed, reads the registered version and its artifacts back
+through the MLflow server and predicts with them, then stops everything with
+scripts/prefect_down.sh and scripts/mlflow_down.sh."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 
+import cv2
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.e2e.conftest import REPO, make_project, run
@@ -26,14 +32,18 @@ def served_project(tmp_path_factory):
     root = tmp_path_factory.mktemp("deployproj")
     env = make_project(root)
     shutil.copytree(REPO / "scripts", root / "scripts")
-    port = free_port()
+    port, mlflow_port = free_port(), free_port()
     env |= {"PREFECT_HOME": str(root / ".prefect"), "PREFECT_PORT": str(port),
-            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_HOME": str(root / "mlflow-server"), "MLFLOW_PORT": str(mlflow_port),
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"}
     try:
+        run(["bash", "scripts/mlflow_up.sh"], root, env, timeout=180)
         up = run(["bash", "scripts/prefect_up.sh"], root, env, timeout=300)
         yield root, env, up
     finally:
         run(["bash", "scripts/prefect_down.sh"], root, env, timeout=120)
+        run(["bash", "scripts/mlflow_down.sh"], root, env, timeout=60)
 
 
 def test_deployment_run_completes_through_the_server(served_project):
@@ -48,9 +58,32 @@ def test_deployment_run_completes_through_the_server(served_project):
     assert "finished successfully in 'Completed'" in out, out[-3000:]
     record = (root / "registry" / "fsrfer.json").read_text()
     assert '"version": 1' in record
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert int(client.get_model_version_by_alias("fsrfer", "champion").version) == 1
     assert "num_workers: 1" in (root / "params.yaml").read_text()
+
+
+def test_registered_model_is_read_back_through_the_mlflow_server(served_project, tmp_path):
+    root, env, _ = served_project
+    uri = env["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(uri)
+    version = client.get_model_version_by_alias("fsrfer", "champion")
+    assert int(version.version) == 1 and "valid_acc_x8" in version.tags
+    run = client.get_run(version.run_id)
+    # the artifacts went through the server (proxied), into the server's artifact root
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+    stored = list((root / "mlflow-server" / "artifacts").rglob("MLmodel"))
+    assert stored, "no model artifacts under the server's artifact root"
+    assert not (root / "mlruns").exists()  # nothing went to a local store beside the server
+    source = client.get_model_version_download_uri("fsrfer", version.version)
+    assert source.startswith("mlflow-artifacts:"), source
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path), tracking_uri=uri)
+    model = mlflow.pyfunc.load_model(local)
+    face = cv2.imread(str(next((root / "data" / "raw" / "synthetic").rglob("*_aligned.jpg"))))
+    small = cv2.resize(face, (16, 16), interpolation=cv2.INTER_AREA)
+    frame = pd.DataFrame({"image": [cv2.imencode(".png", img)[1].tobytes() for img in (face, small)]})
+    out = model.predict(frame)
+    classes = [c for c in out.columns if c not in ("label", "error")]
+    np.testing.assert_allclose(out[classes].to_numpy().sum(1), 1.0, atol=1e-6)
+    assert list(out["error"]) == ["", ""]
 
 
 def test_promote_deployment_completes(served_project):
