@@ -1,8 +1,10 @@
 """FSR-FER on a real FER+ feature cache: train G in one process (1 thread) and print the
-valid table beside bicubic. Arguments: iterations, and the project checkout whose
-data/features and models/teacher.pt come from `dvc repro features` with profiles/ferplus.yaml.
+valid table beside bicubic. Arguments: iterations, the project checkout whose
+data/features and models/teacher.pt come from `dvc repro features` with profiles/ferplus.yaml,
+and optionally a tune result (benchmarks/ferplus_tune.py) whose best sigma, r, k, p replace
+the defaults.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout [tuned.json]
 """
 import sys, json, time
 from pathlib import Path
@@ -16,9 +18,11 @@ from components.distributed import run_local_training
 from components.models.covpool import load_covpool
 from components.models.rrdb import FeatureGenerator
 its, root = int(sys.argv[1]), sys.argv[2]
+tuned = json.loads(Path(sys.argv[3]).read_text())["best"] if len(sys.argv) > 3 else {}
 cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", channels=8, growth=8, blocks=1,
                 dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
-                milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3)
+                milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3,
+                **tuned)
 t = time.time()
 res = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
 teacher = load_covpool(cfg.teacher)
@@ -35,4 +39,4 @@ for split in cache.splits:
     out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
 print(json.dumps(out, indent=1))
 Path("benchmarks/.cache").mkdir(parents=True, exist_ok=True)
-Path("benchmarks/.cache/ferplus_fsr.json").write_text(json.dumps(out, indent=1))
+Path(f"benchmarks/.cache/ferplus_fsr{'_tuned' if tuned else ''}.json").write_text(json.dumps(out, indent=1))

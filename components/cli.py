@@ -31,10 +31,17 @@ def _stage(module: str, config: str, function: str, section: str, extra: dict | 
     def run(args: argparse.Namespace) -> dict:
         import importlib
 
-        from components.config import load_stage_config
+        from components.config import load_stage_config, parse_overrides
+
+        overrides = parse_overrides(args.set)
+        used = {section} | {spec[2] for spec in (extra or {}).values()}
+        if set(overrides) - used:
+            raise BadInput(f"--set: `fsrfer {section}` reads params sections {sorted(used)}, "
+                           f"not {sorted(set(overrides) - used)}")
 
         def load(mod_name: str, cls: str, sec: str):
-            return load_stage_config(getattr(importlib.import_module(mod_name), cls), sec, args.params)
+            return load_stage_config(getattr(importlib.import_module(mod_name), cls), sec, args.params,
+                                     overrides.get(sec))
 
         kwargs = {name: load(*spec) for name, spec in (extra or {}).items()}
         return getattr(importlib.import_module(module), function)(load(module, config, section), **kwargs)
@@ -70,6 +77,10 @@ STAGES = {
                  "per-scale accuracy table, plots and confusion matrices"),
     "register": ("components.stages.register", "RegisterConfig", "register",
                  "log FSR-FER as an MLflow pyfunc and register a new version as `challenger`"),
+    "gme_teacher": ("components.stages.gmenet", "GMETrainConfig", "train_gme_teacher",
+                    "train GME-Net's HR teacher on Ray Train"),
+    "gme_train": ("components.stages.gmenet", "GMETrainConfig", "train_gmenet",
+                  "train the GME-Net LR student (CE + attention-similarity distillation) on Ray Train"),
 }
 
 
@@ -88,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=f"{help_text} (params.yaml: {name})")
         stage.add_argument("--params", default="params.yaml")
         stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
+        stage.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                           help="override a params value for this run only (repeatable; e.g. tune.enabled=true). "
+                                "Outside DVC: for runs that `dvc repro` must reproduce, edit params.yaml")
         stage.set_defaults(run=_stage(module, config, function, name, *extra))
     promote = sub.add_parser("promote", help="move alias `champion` to the challenger if it beats the champion "
                                               "(rule: components/registry.py; params.yaml: promote)")

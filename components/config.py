@@ -80,15 +80,31 @@ def build_config(cls: type[C], section: str, values: dict[str, Any] | None) -> C
     return cls(**values)
 
 
-def load_stage_config(cls: type[C], section: str, params_path: str | Path = "params.yaml") -> C:
-    """The `section` of params.yaml as a `cls` instance."""
+def load_stage_config(cls: type[C], section: str, params_path: str | Path = "params.yaml",
+                      overrides: dict[str, Any] | None = None) -> C:
+    """The `section` of params.yaml as a `cls` instance; `overrides` (key -> value) replace its values."""
     params_path = Path(params_path)
     if not params_path.is_file():
         raise BadInput(f"{params_path}: params file not found")
     params = yaml.safe_load(params_path.read_text()) or {}
     if section not in params:
         raise BadInput(f"{params_path}: no [{section}] section")
-    return build_config(cls, section, params[section])
+    return build_config(cls, section, {**params[section], **(overrides or {})})
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """['tune.enabled=true', 'train_fsr.num_workers=4'] -> {'tune': {'enabled': True}, ...} (values read as YAML)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot or not section or not key:
+            raise BadInput(f"--set {pair!r}: expected section.key=value (e.g. tune.enabled=true)")
+        try:
+            out.setdefault(section, {})[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise BadInput(f"--set {pair!r}: the value is not valid YAML ({err})") from err
+    return out
 
 
 def scale_key(factor: float) -> str:

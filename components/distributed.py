@@ -43,6 +43,42 @@ class WorkerContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def restore_state(self) -> dict | None:
+        """The state dict of the latest checkpoint (its `state.pt`), on this worker's device; None when fresh."""
+        folder = self.restore()
+        if folder is None:
+            return None
+        return torch.load(folder / "state.pt", map_location=self.device, weights_only=True)
+
+    def checkpoint(self, metrics: dict, state: Callable[[], dict]) -> None:
+        """Report `metrics` with a checkpoint: rank 0 saves state() as `state.pt`; the others report metrics only."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) if self.is_main else None
+            if self.is_main:
+                torch.save(state(), folder / "state.pt")
+            self.report(metrics, folder)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DDP wrapper (or the network itself)."""
+    return module.module if hasattr(module, "module") else module
+
+
+def log_step_metrics(client, run_id: str, metrics: dict, step: int) -> None:
+    """Rank 0's per-iteration metrics to its MLflow run (the iteration itself is the step)."""
+    import mlflow
+
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, step)
+                                      for k, v in metrics.items() if k != "iteration"])
+
+
+def final_state(result, what: str) -> dict:
+    """The state dict of a finished Ray Train run's last checkpoint (on the CPU); raises if the run failed."""
+    if result.error is not None:
+        raise RuntimeError(f"{what}: Ray Train run failed: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
+
 
 def init_ray(num_cpus: int | None = None) -> None:
     """ray.init once: join RAY_ADDRESS when set, else start a local Ray with `num_cpus`."""

@@ -1,4 +1,5 @@
-"""FSR-FER losses, per sample, and the classification-aware re-weighting (METHODS.md).
+"""FSR-FER losses, per sample, and the classification-aware re-weighting (METHODS.md); GME-Net's
+attention-similarity distillation loss (A-SKD) at the end.
 
 Sign convention of the paper (eq. 7-8): D minimises
     L_D = E[D(F_hr)] - E[D(F_sr)] + k E[ ||grad_x D(x_hat)||^p ],  x_hat = F_hr + a (F_sr - F_hr)
@@ -60,3 +61,21 @@ def classification_weights(logits_sr: torch.Tensor, labels: torch.Tensor, sigma:
     p_true = F.softmax(logits_sr, dim=1).gather(1, labels[:, None]).squeeze(1)
     w = (sigma - p_true).pow(r)
     return w.detach() if detach else w
+
+
+def attention_similarity_loss(student: list[tuple[torch.Tensor, ...]], teacher: list[tuple[torch.Tensor, ...]]
+                              ) -> torch.Tensor:
+    """A-SKD (ECCV 2022): sum over attention blocks and over their maps (channel, spatial) of
+    mean over the batch of 1 - cos(vec(A_student), vec(A_teacher)); maps taken before the sigmoid.
+
+    student, teacher: one tuple of maps per block, same shapes pairwise; the teacher's are
+    detached (the HR teacher is frozen). 0 for identical maps, positive otherwise, <= 2 per map.
+    """
+    if len(student) != len(teacher):
+        raise ValueError(f"attention_similarity_loss: {len(student)} student blocks vs {len(teacher)} teacher blocks")
+    total = student[0][0].new_zeros(())
+    for maps_s, maps_t in zip(student, teacher):
+        for a_s, a_t in zip(maps_s, maps_t, strict=True):
+            cos = F.cosine_similarity(a_s.flatten(1), a_t.detach().flatten(1), dim=1, eps=1e-8)
+            total = total + (1.0 - cos).mean()
+    return total

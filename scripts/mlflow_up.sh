@@ -12,8 +12,9 @@ PORT="${MLFLOW_PORT:-5000}"
 URL="http://127.0.0.1:$PORT"
 mkdir -p "$HOME_DIR/artifacts"
 if ! curl -fs "$URL/health" >/dev/null 2>&1; then
-  # its own process group (setsid): the server forks a job runner and consumers that must stop with it
-  setsid nohup mlflow server --host 127.0.0.1 --port "$PORT" --workers 1 \
+  # No job runner (MLflow's GenAI job consumers, 7 polling processes: not used here, costly on 2 cores).
+  # Its own process group (setsid), so mlflow_down.sh stops every process the server forks.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" setsid nohup mlflow server --host 127.0.0.1 --port "$PORT" --workers 1 \
     --backend-store-uri "sqlite:///$HOME_DIR/mlflow.db" --artifacts-destination "$HOME_DIR/artifacts" \
     >"$HOME_DIR/server.log" 2>&1 &
   echo $! >"$HOME_DIR/server.pid"

@@ -4,6 +4,7 @@ shared by the model-tier tests: small numbers, the same code paths as the pipeli
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +52,21 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
     return TinyRun(root, root / "prepared", root / "teacher.pt", root / "features", teacher, feats, table)
+
+
+def short_tmpdir() -> str:
+    """Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep."""
+    return tempfile.mkdtemp(prefix="ray", dir="/tmp")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray on 2 CPUs for one test module (Train runs started in-process join it)."""
+    import ray
+
+    from components.distributed import init_ray
+
+    os.environ["RAY_TMPDIR"] = short_tmpdir()
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()

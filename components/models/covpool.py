@@ -20,11 +20,12 @@ float images in [0, 1], (B, C, H, W); the model normalises them to [-1, 1] itsel
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from components.models.saved import load_model, save_model
 from components.models.spd import BiMap, covariance_pool, log_eig, rectify_eig
 
 
@@ -118,16 +119,9 @@ class CovPoolFER(nn.Module):
 
 def save_covpool(model: CovPoolFER, path, extra: dict | None = None) -> None:
     """Save config + state_dict in a file that loads with torch.load(weights_only=True)."""
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "extra": extra or {}}, path)
+    save_model(model, path, extra)
 
 
 def load_covpool(path, map_location: str | torch.device = "cpu", frozen: bool = True) -> CovPoolFER:
     """Load a saved CovPoolFER without unpickling code; frozen=True: eval mode, no grads."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    cfg = CovPoolConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
-    model = CovPoolFER(cfg)
-    model.load_state_dict(blob["state_dict"])
-    if frozen:
-        model.eval()
-        model.requires_grad_(False)
-    return model
+    return load_model(CovPoolFER, CovPoolConfig, path, map_location, frozen)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from components.data.records import BadInput
+from components.distributed import final_state, log_step_metrics, run_ray_training, unwrap
 from components.data.store import atomic_file
 from components.losses import (classification_weights, discriminator_losses, feature_l2_loss, generator_gan_loss,
                                gradient_norm_penalty, interpolate, perceptual_loss)
@@ -156,16 +156,6 @@ def fsr_accuracy_per_scale(g: torch.nn.Module, classifier: torch.nn.Module, data
     return out
 
 
-def _save_checkpoint(folder: Path, g, d, opt_g, opt_d, iteration: int) -> None:
-    torch.save({"g": _unwrap(g).state_dict(), "d": _unwrap(d).state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "iteration": iteration, "torch_rng": torch.get_rng_state()},
-               folder / "state.pt")
-
-
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if hasattr(module, "module") else module
-
-
 def fsr_train_loop(config: dict, ctx) -> None:
     """The worker loop (runs under Ray Train or locally; see components/distributed.py)."""
     import mlflow
@@ -184,11 +174,10 @@ def fsr_train_loop(config: dict, ctx) -> None:
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))  # beta1 = 0, as the paper
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
     start = 0
-    restored = ctx.restore()
-    if restored is not None:
-        state = torch.load(restored / "state.pt", map_location=ctx.device, weights_only=True)
-        _unwrap(g_net).load_state_dict(state["g"])
-        _unwrap(d_net).load_state_dict(state["d"])
+    state = ctx.restore_state()
+    if state is not None:
+        unwrap(g_net).load_state_dict(state["g"])
+        unwrap(d_net).load_state_dict(state["d"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         torch.set_rng_state(state["torch_rng"])
@@ -215,7 +204,7 @@ def fsr_train_loop(config: dict, ctx) -> None:
             # D forward on the concatenation, so DDP sees one forward and one backward.
             d_net.requires_grad_(True)
             with torch.no_grad():
-                f_sr = _unwrap(g_net)(f_lr)
+                f_sr = unwrap(g_net)(f_lr)
             x_hat = interpolate(f_hr, f_sr, gen)
             d_real, d_fake, d_hat = d_net(torch.cat([f_hr, f_sr, x_hat])).split(f_hr.shape[0])
             d_terms = discriminator_losses(d_real, d_fake, gradient_norm_penalty(d_hat, x_hat, cfg.k, cfg.p))
@@ -237,7 +226,7 @@ def fsr_train_loop(config: dict, ctx) -> None:
             w = classification_weights(logits, labels, cfg.sigma, cfg.r, cfg.detach_weights)
             with torch.no_grad():
                 embed_hr = classifier.embed(f_hr)
-            terms = {"l_g_gan": (w * generator_gan_loss(_unwrap(d_net)(f_sr))).mean(),
+            terms = {"l_g_gan": (w * generator_gan_loss(unwrap(d_net)(f_sr))).mean(),
                      "l_g_percep": (w * perceptual_loss(classifier.embed(f_sr), embed_hr)).mean(),
                      "l_g_feat": (w * feat).mean()}
             loss_g = cfg.w_gan * terms["l_g_gan"] + cfg.w_percep * terms["l_g_percep"] + cfg.w_feat * terms["l_g_feat"]
@@ -250,25 +239,21 @@ def fsr_train_loop(config: dict, ctx) -> None:
         done = it + 1
         metrics = {"iteration": done, "resumed_from": start, "train_seconds": time.perf_counter() - clock, **logs}
         if ctx.is_main and (done % cfg.eval_every == 0 or done == total):
-            accs = fsr_accuracy_per_scale(_unwrap(g_net), classifier, valid, ctx.device)
+            accs = fsr_accuracy_per_scale(unwrap(g_net), classifier, valid, ctx.device)
             metrics.update({f"valid_acc_{k}": v for k, v in accs.items()})
             metrics["valid_acc_mean"] = float(np.mean(list(accs.values())))
         if client is not None:
-            client.log_batch(config["run_id"], metrics=[
-                mlflow.entities.Metric(k, float(v), 0, done) for k, v in metrics.items() if k != "iteration"])
+            log_step_metrics(client, config["run_id"], metrics, done)
         if done % cfg.checkpoint_every == 0 or done == total:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp) if ctx.is_main else None
-                if ctx.is_main:
-                    _save_checkpoint(folder, g_net, d_net, opt_g, opt_d, done)
-                ctx.report(metrics, folder)
+            ctx.checkpoint(metrics, lambda: {
+                "g": unwrap(g_net).state_dict(), "d": unwrap(d_net).state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(), "iteration": done, "torch_rng": torch.get_rng_state()})
 
 
 def train_fsr(cfg: FSRConfig) -> dict:
     """Run the GAN on Ray Train, write the final G to cfg.out; returns the summary."""
     import mlflow
 
-    from components.distributed import run_ray_training
     from components.tracking import mlflow_run, tracking_uri
 
     cfg, tuned = with_tuned_values(cfg)
@@ -283,10 +268,7 @@ def train_fsr(cfg: FSRConfig) -> dict:
         result = run_ray_training(fsr_train_loop, config, num_workers=cfg.num_workers, name=ray_name,
                                   storage_path=cfg.storage, max_failures=cfg.max_failures,
                                   cpus_per_worker=cfg.cpus_per_worker)
-        if result.error is not None:
-            raise RuntimeError(f"train_fsr: Ray Train run failed: {result.error}")
-        with result.checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
+        state = final_state(result, "train_fsr")
         from components.stages.features import FeatureCache
 
         out = write_generator(cfg, state["g"], state["iteration"], FeatureCache(cfg.features).manifest["bimap_dim"])

@@ -320,6 +320,27 @@ def test_cli_bad_params_exit_2(tmp_path, capsys, section, problem):
     assert "fsrfer prepare: error:" in err and problem in err
 
 
+@pytest.mark.parametrize("pair, problem", [
+    ("prepare.scales", "expected section.key=value"),
+    ("scales=[2]", "expected section.key=value"),
+    ("prepare.nope=1", "unknown key(s) ['nope']"),
+    ("teacher.epochs=1", "reads params sections ['prepare']"),
+    ("prepare.scales=[0.5]", "prepare.scales"),
+])
+def test_cli_bad_set_overrides_exit_2(tmp_path, capsys, pair, problem):
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare:\n  dataset: rafdb\n")
+    assert main(["prepare", "--params", str(params), "--set", pair]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_set_overrides_replace_values_for_this_run_only():
+    from components.config import parse_overrides
+
+    assert parse_overrides(["tune.enabled=true", "tune.sigma=[1.2, 2]", "train_fsr.out=models/a.pt"]) == {
+        "tune": {"enabled": True, "sigma": [1.2, 2]}, "train_fsr": {"out": "models/a.pt"}}
+
+
 def test_cli_missing_dataset_folder_exit_2(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(f"prepare:\n  root: {tmp_path / 'no-such-folder'}\n  out: {tmp_path / 'out'}\n")
@@ -336,6 +357,12 @@ def test_cli_prepare_runs(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"] == {"train": 21, "test": 7} and summary["rejects"] == 0
     assert (out / "meta.json").is_file()
+    # --set changes this run only: another output folder and scale, params.yaml untouched
+    before = params.read_text()
+    assert main(["prepare", "--params", str(params), "--set", f"prepare.out={tmp_path / 'other'}",
+                 "--set", "prepare.scales=[3]"]) == 0
+    assert json.loads((tmp_path / "other" / "meta.json").read_text())["scales"] == [3]
+    assert params.read_text() == before
 
 
 # ---------------------------------------------------------------- atomic writes

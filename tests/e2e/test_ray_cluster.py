@@ -23,7 +23,6 @@ import mlflow
 import pytest
 import yaml
 
-from tests.e2e.conftest import REPO
 from tests.e2e.test_prefect_deployment import free_port
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,

@@ -8,35 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import pytest
 import yaml
 
 from components.stages.train_fsr import FSRConfig, load_generator, train_fsr
+from tests.conftest import short_tmpdir
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, batch_size=8, lr=5e-4, milestones=(10,),
                 num_workers=2, cpus_per_worker=0.5, max_failures=1)
-
-
-def short_tmpdir() -> str:
-    """Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep."""
-    return tempfile.mkdtemp(prefix="ray", dir="/tmp")
-
-
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
-    import ray
-
-    from components.distributed import init_ray
-
-    os.environ["RAY_TMPDIR"] = short_tmpdir()
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def test_two_worker_run_completes_and_reports(tiny_run, ray_session, tmp_path, monkeypatch):
