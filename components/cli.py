@@ -81,6 +81,10 @@ STAGES = {
                     "train GME-Net's HR teacher on Ray Train"),
     "gme_train": ("components.stages.gmenet", "GMETrainConfig", "train_gmenet",
                   "train the GME-Net LR student (CE + attention-similarity distillation) on Ray Train"),
+    "compare": ("components.stages.compare", "CompareConfig", "compare",
+                "the evaluate table with GME-Net's column, and parameters/FLOPs of every path"),
+    "register_gmenet": ("components.stages.register", "RegisterGMEConfig", "register_gmenet",
+                        "log GME-Net as an MLflow pyfunc and register a new version of `gmenet` as `challenger`"),
 }
 
 

@@ -174,6 +174,8 @@ def publish_report(project: Path, record_path: str, metrics_path: str, stage_res
     from components.stages.evaluate import format_table
 
     table = json.loads((project / metrics_path).read_text())
+    cost = table.get("cost", {}) if "table" in table else {}  # the compare stage's {"table", "cost"}
+    table = table.get("table", table)
     record = json.loads((project / record_path).read_text())
     ui = mlflow_ui_url(record["tracking_uri"])
     version_url = f"{ui}/#/models/{record['model_name']}/versions/{record['version']}"
@@ -181,6 +183,9 @@ def publish_report(project: Path, record_path: str, metrics_path: str, stage_res
     lines = [f"# {record['model_name']} v{record['version']}", "",
              f"Validation mean accuracy over the LR scales: **{100 * record['valid_acc_mean']:.1f}%**", "",
              "Accuracy (%) per scale (x1 = HR):", "", format_table(table), f"Stages: {stages}", ""]
+    if cost:
+        lines += ["Cost per face: " + "; ".join(f"{m} {c['params'] / 1e6:.2f} M params, {c['flops'] / 1e6:.0f} MFLOPs"
+                                                for m, c in cost.items()), ""]
     if decision is not None:
         lines.append(f"Promotion: **{'promoted to champion' if decision['promoted'] else 'not promoted'}** "
                      f"({decision['reason']})")
@@ -193,3 +198,19 @@ def publish_report(project: Path, record_path: str, metrics_path: str, stage_res
     create_link_artifact(key=f"{artifact_key}-mlflow-run", link=f"{ui}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}",
                          link_text=f"register run {record['run_id']}")
     return markdown
+
+
+def run_pipeline(project: Path, updates: dict[str, Any], target: str, register_section: str, metrics_section: str,
+                 promote: bool, artifact_key: str) -> dict:
+    """What every training flow does: params.yaml updates, each DVC stage up to `target` as a task,
+    the gated promotion of the version the register stage wrote, the report artifacts."""
+    import yaml
+
+    changed = apply_params(project, updates)
+    results = {stage: dvc_stage(project, stage) for stage in stages_for(project, target)}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    record_path = params[register_section]["out"]
+    record = json.loads((project / record_path).read_text())
+    decision = promote_task(project, record["model_name"]) if promote else None
+    publish_report(project, record_path, params[metrics_section]["metrics"], results, decision, artifact_key)
+    return {"params_changed": changed, "stages": results, "registered": record, "promotion": decision}

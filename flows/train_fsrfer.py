@@ -21,8 +21,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import (apply_params, dvc_stage, load_profile, project_root, promote_task, publish_report,
-                            stages_for)
+from flows.pipeline import load_profile, project_root, run_pipeline
 
 TARGET = "register"  # the last DVC stage of this flow: everything it depends on runs first
 
@@ -53,23 +52,10 @@ def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_ro
     promote: run the gated promotion of the new version at the end.
     project_dir: the project checkout to run in (default: the working directory).
     """
-    import json
-
-    import yaml
-
     project = project_root(project_dir)
     named = fsrfer_updates(dataset, data_root, hr_size, channels, scales, num_workers, fsr_iterations, run_tune)
     updates = load_profile(project, profile) | named | dict(overrides or {})
-    changed = apply_params(project, updates)
-    results = {}
-    for stage in stages_for(project, TARGET):
-        results[stage] = dvc_stage(project, stage)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    record = json.loads((project / params["register"]["out"]).read_text())
-    decision = promote_task(project, record["model_name"]) if promote else None
-    publish_report(project, params["register"]["out"], params["evaluate"]["metrics"], results, decision,
-                   "fsrfer-accuracy")
-    return {"params_changed": changed, "stages": results, "registered": record, "promotion": decision}
+    return run_pipeline(project, updates, TARGET, "register", "evaluate", promote, "fsrfer-accuracy")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ smaller than the HR size: G was trained to lift LR features, and at x1 it only c
 accuracy) -> frozen classifier C -> class probabilities.
 
 `FSRFERPredictor` is plain PyTorch and testable alone; `FSRFERPyfunc` wraps it as an
-MLflow PythonModel whose input is a DataFrame with one column `image` of encoded image
+MLflow PythonModel (through `FacePyfunc`, shared with GME-Net's, components/serving/gmenet.py) whose input is a DataFrame with one column `image` of encoded image
 bytes (PNG, JPEG, ...; any size) and whose output has one probability column per class,
 `label` (the most probable class) and `error` ("" when the row was fine; a row whose
 bytes do not decode gets NaN probabilities and the reason, the other rows go on).
@@ -112,15 +112,19 @@ except ImportError:  # serving code imported without MLflow (plain predictor use
     PythonModel = object
 
 
-class FSRFERPyfunc(PythonModel):
-    """MLflow pyfunc: DataFrame[`image`: encoded bytes] -> DataFrame[classes..., label, error]."""
+class FacePyfunc(PythonModel):
+    """MLflow pyfunc: DataFrame[`image`: encoded bytes] -> DataFrame[classes..., label, error].
+
+    Subclasses say which predictor (an object with predict_proba(list of faces)) serves."""
+
+    def make_predictor(self, artifacts: dict, cfg: ServingConfig, device: str):
+        raise NotImplementedError
 
     def load_context(self, context) -> None:
         cfg = json.loads(Path(context.artifacts["serving_config"]).read_text())
         self.cfg = ServingConfig(cfg["hr_size"], cfg["channels"], tuple(cfg["classes"]))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = FSRFERPredictor(context.artifacts["teacher"], context.artifacts["generator"], self.cfg,
-                                         device=device)
+        self.predictor = self.make_predictor(context.artifacts, self.cfg, device)
 
     def predict(self, context, model_input, params=None):
         column = model_input["image"] if hasattr(model_input, "columns") else model_input
@@ -136,6 +140,13 @@ class FSRFERPyfunc(PythonModel):
         if faces:
             probs[rows] = self.predictor.predict_proba(faces)
         return probabilities_frame(probs, self.cfg.classes, errors)
+
+
+class FSRFERPyfunc(FacePyfunc):
+    """The `fsrfer` registered model: artifacts teacher, generator, serving_config."""
+
+    def make_predictor(self, artifacts: dict, cfg: ServingConfig, device: str) -> FSRFERPredictor:
+        return FSRFERPredictor(artifacts["teacher"], artifacts["generator"], cfg, device=device)
 
 
 def write_serving_config(cfg: ServingConfig, path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Stage `register`: FSR-FER as an MLflow pyfunc over face images, a new `fsrfer` version.
+"""Stages `register` and `register_gmenet`: FSR-FER / GME-Net as MLflow pyfuncs over face
+images, a new version of `fsrfer` / `gmenet` (the same steps, log_and_register).
 
 The logged model (components/serving/fsrfer.py) takes a DataFrame with an `image` column
 of encoded image bytes (grayscale or RGB, any size, pre-cropped faces) and returns class
@@ -74,42 +75,90 @@ def input_example_frame(store: PreparedStore):
 
 
 def register(cfg: RegisterConfig) -> dict:
-    """Log the pyfunc, register a new version with alias challenger and its tags; returns the record."""
-    import mlflow
+    """FSR-FER: log the pyfunc, register a new version with alias challenger and its tags; returns the record."""
     import torch
 
-    from components.serving.fsrfer import (FSRFERPredictor, ServingConfig, decode_image, probabilities_frame,
-                                           write_serving_config)
+    from components.serving.fsrfer import FSRFERPredictor
     from components.stages.features import file_sha256
-    from components.tracking import mlflow_run, tracking_uri
 
-    for path in (cfg.teacher, cfg.fsr, cfg.metrics):
-        if not Path(path).is_file():
-            raise BadInput(f"register: {path} does not exist; run the stages before `register`")
-    table = json.loads(Path(cfg.metrics).read_text())
-    tags = metric_tags(table)
+    _require(cfg.teacher, cfg.fsr, cfg.metrics)
     store = PreparedStore(cfg.prepared)
-    serving = ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes))
+    serving = serving_config(store)
+    tags = metric_tags(json.loads(Path(cfg.metrics).read_text()), "fsrfer")
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
     tags |= {f"param.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
     tags |= {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
              "generator_sha256": file_sha256(cfg.fsr)}
+    return log_and_register(cfg, store, "fsrfer_model.py", {"teacher": cfg.teacher, "generator": cfg.fsr},
+                            FSRFERPredictor(cfg.teacher, cfg.fsr, serving), tags)
 
+
+@dataclass(frozen=True)
+class RegisterGMEConfig:
+    prepared: str = "data/prepared"
+    gmenet: str = "models/gmenet.pt"
+    metrics: str = "metrics/compare.json"  # the compare stage's table (GME-Net's column)
+    out: str = "registry/gmenet.json"
+    model_name: str = "gmenet"
+    experiment: str = "fsrfer-register"
+
+
+def register_gmenet(cfg: RegisterGMEConfig) -> dict:
+    """GME-Net: the same registration as FSR-FER's, its own pyfunc (components/serving/gmenet.py) and name."""
+    import torch
+
+    from components.serving.gmenet import GMENetPredictor
+    from components.stages.features import file_sha256
+
+    _require(cfg.gmenet, cfg.metrics)
+    store = PreparedStore(cfg.prepared)
+    compared = json.loads(Path(cfg.metrics).read_text())
+    tags = metric_tags(compared["table"], "gmenet")
+    tags |= {f"cost.{k}": str(v) for k, v in compared.get("cost", {}).get("gmenet", {}).items()}
+    extra = torch.load(cfg.gmenet, map_location="cpu", weights_only=True)["extra"]
+    tags |= {f"param.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()}
+    tags |= {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
+    return log_and_register(cfg, store, "gmenet_model.py", {"model": cfg.gmenet},
+                            GMENetPredictor(cfg.gmenet, serving_config(store)), tags)
+
+
+def _require(*paths: str) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise BadInput(f"register: {path} does not exist; run the stages before registering")
+
+
+def serving_config(store: PreparedStore):
+    from components.serving.fsrfer import ServingConfig
+
+    return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes))
+
+
+def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,
+                     tags: dict[str, str]) -> dict:
+    """Log the pyfunc of `entry` (components/serving/<entry>, model from code) with `artifacts`, a
+    signature from `predictor` on the input example, register a version of cfg.model_name with
+    `tags` and alias challenger, write cfg.out; returns the record."""
+    import mlflow
+
+    from components.serving.fsrfer import decode_image, probabilities_frame, write_serving_config
+    from components.tracking import mlflow_run, tracking_uri
+
+    serving = predictor.cfg
     example = input_example_frame(store)
-    predictor = FSRFERPredictor(cfg.teacher, cfg.fsr, serving)
     faces = [decode_image(b, serving.channels, "input example") for b in example["image"]]
     example_output = probabilities_frame(predictor.predict_proba(faces), serving.classes, [""] * len(faces))
     signature = mlflow.models.infer_signature(example, example_output)
 
-    with mlflow_run(cfg.experiment, "register", params=asdict(cfg)) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow_run(cfg.experiment, f"register-{cfg.model_name}", params=asdict(cfg)) as run, \
+            tempfile.TemporaryDirectory() as tmp:
         mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)})
         run_tags = mlflow.get_run(run.info.run_id).data.tags
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(COMPONENTS / "serving" / "fsrfer_model.py"),
-            artifacts={"teacher": cfg.teacher, "generator": cfg.fsr,
-                       "serving_config": str(write_serving_config(serving, Path(tmp) / "serving.json"))},
+            python_model=str(COMPONENTS / "serving" / entry),
+            artifacts=artifacts | {"serving_config": str(write_serving_config(serving, Path(tmp) / "serving.json"))},
             code_paths=[str(COMPONENTS)],
             signature=signature,
             input_example=example,

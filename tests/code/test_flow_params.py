@@ -52,6 +52,12 @@ def test_synthetic_profile_is_what_params_yaml_ships_with(params_file):
     assert updates and update_params_file(params_file, updates) == {}
 
 
+def test_the_synthetic_profile_resets_every_key_another_profile_changes():
+    synthetic = set(load_profile(REPO, "synthetic"))
+    for profile in (REPO / "profiles").glob("*.yaml"):
+        assert set(load_profile(REPO, profile.stem)) <= synthetic, profile.name  # else switching back leaves it
+
+
 def test_profiles_name_real_keys_and_unknown_profiles_fail(params_file):
     ferplus = load_profile(REPO, "ferplus")
     assert ferplus["prepare.dataset"] == "ferplus" and ferplus["prepare.channels"] == 1
@@ -67,11 +73,26 @@ def test_flow_parameters_map_onto_params_yaml_keys():
     assert fsrfer_updates() == {}
     assert fsrfer_updates(run_tune=True) == {"tune.enabled": True}
     assert flatten_updates({"a": {"b": 1}}) == {"a.b": 1}
+    from flows.train_gmenet import gmenet_updates
+
+    assert gmenet_updates(num_workers=1, iterations=50, lambda_at=2.0) == {
+        "gme_teacher.num_workers": 1, "gme_train.num_workers": 1, "gme_teacher.iterations": 50,
+        "gme_train.iterations": 50, "gme_train.lambda_at": 2.0}
+    assert gmenet_updates() == {}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in gmenet_updates(num_workers=1, iterations=1, lambda_at=1.0):
+        section, name = key.split(".")
+        assert name in params[section], key
 
 
 def test_stage_order_comes_from_dvc_yaml():
     assert stages_for(REPO, "register") == ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate",
                                             "register"]
     assert stages_for(REPO, "features") == ["prepare", "teacher", "features"]
+    gme = stages_for(REPO, "register_gmenet")  # GME-Net's column sits in the table beside FSR-FER's
+    assert set(gme) == {"prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "gme_teacher", "gme_train",
+                        "compare", "register_gmenet"}
+    assert gme.index("gme_teacher") < gme.index("gme_train") < gme.index("compare") < gme.index("register_gmenet")
+    assert gme.index("evaluate") < gme.index("compare") and "register" not in gme
     with pytest.raises(ValueError, match="no stage 'nope'"):
         stages_for(REPO, "nope")

@@ -49,7 +49,8 @@ def served_project(tmp_path_factory):
 def test_deployment_run_completes_through_the_server(served_project):
     root, env, up = served_project
     assert f"http://127.0.0.1:{env['PREFECT_PORT']}" in up  # says where the UI is
-    for name in ("train-fsrfer/default", "train-fsrfer/ferplus", "promote/promote"):
+    for name in ("train-fsrfer/default", "train-fsrfer/ferplus", "train-gmenet/default", "train-gmenet/ferplus",
+                 "promote/promote"):
         assert name in up, f"deployment {name} missing:\n{up}"
     # profile=null keeps the scratch project's tiny params (the deployment's default profile
     # would switch to the full synthetic profile); num_workers=1 as a --param override.

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from components.data.records import BadInput
+from components.data.store import PreparedStore
 from components.models.gmenet import load_gmenet
+from components.runtime import images_to_tensor
 from components.stages.gmenet import GMETrainConfig, ScaledFaces, accuracy_per_scale, train_gme_teacher, train_gmenet
 
 CHANCE = 1 / 7
@@ -93,3 +95,86 @@ def test_a_teacher_of_another_design_is_refused(gme_runs, tiny_run, tmp_path):
     root, _, _, cfg = gme_runs
     with pytest.raises(BadInput, match="design differs"):
         train_gmenet(replace(cfg, fusion_dim=64, out=str(tmp_path / "x.pt")))
+
+
+def test_compare_adds_the_gmenet_column_and_the_cost_of_each_path(gme_runs, tiny_run, tmp_path):
+    import json
+
+    from components.stages.compare import CompareConfig, compare
+
+    root, _, _, cfg = gme_runs
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        result = compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
+                                       teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
+                                       metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
+    finally:
+        mp.undo()
+    evaluated = json.loads((tiny_run.root / "metrics.json").read_text())
+    written = json.loads((tmp_path / "compare.json").read_text())
+    assert written == json.loads(json.dumps(result))
+    for split in ("valid", "test"):
+        methods = written["table"][split]
+        assert set(methods) == {"bicubic", "gmenet"} and methods["bicubic"] == evaluated[split]["bicubic"]
+        assert list(methods["gmenet"]) == ["x1", "x2", "x4", "x8"]
+        # the column is the student's accuracy on the prepared faces of that scale
+        direct = accuracy_per_scale(load_gmenet(root / "gmenet.pt"), ScaledFaces(cfg.prepared, split, ["x8"]),
+                                    torch.device("cpu"))["x8"]
+        assert methods["gmenet"]["x8"]["accuracy"] == pytest.approx(direct)
+    cost = written["cost"]
+    assert set(cost) == {"bicubic", "gmenet"}
+    assert cost["gmenet"]["params"] == sum(p.numel() for p in load_gmenet(root / "gmenet.pt").parameters())
+    assert all(c["flops"] > 0 and c["params"] > 0 for c in cost.values())
+    assert (tmp_path / "plots" / "accuracy_vs_scale.png").stat().st_size > 0
+    assert "gmenet" in (tmp_path / "plots" / "accuracy.csv").read_text()
+
+
+def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tiny_run, tmp_path):
+    import cv2
+    import pandas as pd
+
+    from components.registry import PromoteConfig, promote
+    from components.stages.compare import CompareConfig, compare
+    from components.stages.register import RegisterGMEConfig, register_gmenet
+
+    root, _, _, _ = gme_runs
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
+                              teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
+                              metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
+        cfg = RegisterGMEConfig(prepared=str(tiny_run.prepared), gmenet=str(root / "gmenet.pt"),
+                                metrics=str(tmp_path / "compare.json"), out=str(tmp_path / "gmenet.json"),
+                                experiment="test-register")
+        record = register_gmenet(cfg)
+        decision = promote(PromoteConfig(model_name="gmenet"))
+    finally:
+        mp.undo()
+    assert record["model_name"] == "gmenet" and record["version"] == 1
+    client = mlflow.MlflowClient(uri)
+    version = client.get_model_version_by_alias("gmenet", "champion")  # the first version with complete metrics
+    assert decision["promoted"] is True and int(version.version) == 1
+    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "test_acc_x8", "cost.flops", "param.lambda_at",
+                "data_sha256", "model_sha256"):
+        assert key in version.tags, key
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("gmenet", "1"))
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (11, 9), dtype=np.uint8), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+             rng.integers(0, 256, (20, 20, 4), dtype=np.uint8)]
+    frame = pd.DataFrame({"image": [cv2.imencode(".png", f)[1].tobytes() for f in faces] + [b"\x89PNG broken"]})
+    out = model.predict(frame)
+    classes = [c for c in out.columns if c not in ("label", "error")]
+    assert len(classes) == 7
+    np.testing.assert_allclose(out[classes].to_numpy()[:3].sum(1), 1.0, atol=1e-6)
+    assert list(out["error"][:3]) == ["", "", ""] and "row 3" in out["error"][3]
+    # the served path is the evaluated one: an 8x LR face of the prepared store, resized back, through GME-Net
+    data = ScaledFaces(str(tiny_run.prepared), "test", ["x8"], rows=np.arange(4))
+    lr = np.asarray(PreparedStore(tiny_run.prepared).array("test", "x8")[:4])
+    served = model.predict(pd.DataFrame({"image": [cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1]
+                                                   .tobytes() for f in lr]}))[classes].to_numpy()
+    with torch.no_grad():
+        direct = torch.softmax(load_gmenet(root / "gmenet.pt")(images_to_tensor(data.faces["x8"])), 1)
+    np.testing.assert_allclose(served, direct.numpy(), atol=1e-5)

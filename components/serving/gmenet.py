@@ -1,0 +1,52 @@
+"""GME-Net over face images of any size: the path the registered `gmenet` model serves.
+
+One face image (pre-cropped: grayscale, RGB or RGBA, any size) -> the model's channels ->
+MATLAB bicubic to its input size (how its LR training faces were made) -> GME-Net ->
+class probabilities. The pyfunc's input and output are FSR-FER's (components/serving/fsrfer.py:
+a DataFrame with an `image` column of encoded bytes; one probability column per class,
+`label`, `error`). Weights load with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.data.records import BadInput
+from components.runtime import images_to_tensor
+from components.serving.fsrfer import FacePyfunc, ServingConfig, to_hr
+
+
+class GMENetPredictor:
+    """GME-Net (the LR student), frozen, on one device."""
+
+    def __init__(self, model_path: str | Path, cfg: ServingConfig, device: str | torch.device = "cpu",
+                 batch_size: int = 64):
+        from components.models.gmenet import load_gmenet
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = load_gmenet(model_path, map_location=self.device)
+        self.batch_size = batch_size
+        if (self.model.cfg.in_channels, self.model.cfg.input_size) != (cfg.channels, cfg.hr_size):
+            raise BadInput(f"{model_path}: GME-Net takes {self.model.cfg.input_size}px x {self.model.cfg.in_channels}"
+                           f" channels, the serving config says {cfg.hr_size}px x {cfg.channels}")
+
+    @torch.no_grad()
+    def predict_proba(self, faces: list[np.ndarray]) -> np.ndarray:
+        """uint8 faces (h, w, channels), any sizes -> class probabilities (N, K) float64."""
+        out = np.zeros((len(faces), len(self.cfg.classes)))
+        for start in range(0, len(faces), self.batch_size):
+            chunk = np.stack([to_hr(face, self.cfg.hr_size)[0] for face in faces[start:start + self.batch_size]])
+            probs = torch.softmax(self.model(images_to_tensor(chunk, self.device)), dim=1)
+            out[start:start + len(chunk)] = probs.double().cpu().numpy()
+        return out
+
+
+class GMENetPyfunc(FacePyfunc):
+    """The `gmenet` registered model: artifacts model, serving_config."""
+
+    def make_predictor(self, artifacts: dict, cfg: ServingConfig, device: str) -> GMENetPredictor:
+        return GMENetPredictor(artifacts["model"], cfg, device=device)
