@@ -3,7 +3,9 @@
 # RAF-DB-layout set (deterministic: its bytes match data.dvc), start a local Prefect
 # server + worker with the deployments of prefect.yaml, and run
 # `prefect deployment run train-fsrfer/default`: every DVC stage (prepare -> teacher ->
-# features -> train_fsr -> evaluate -> register) as a task, then the gated promotion.
+# features -> tune -> train_fsr -> evaluate -> register) as a task, then the gated
+# promotion; then `train-gmenet/default`: gme_teacher -> gme_train -> compare (the table
+# with every column) -> register_gmenet, and its promotion.
 # The server and worker are stopped at the end unless KEEP_PREFECT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +15,11 @@ export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
 fsrfer synth --out data/raw/synthetic
 [ "${KEEP_PREFECT:-0}" = 1 ] || trap 'bash scripts/prefect_down.sh' EXIT
 bash scripts/prefect_up.sh
-prefect deployment run train-fsrfer/default --watch --watch-timeout 7200 | tee "$PREFECT_HOME/logs/last_run.log"
-grep -q "finished successfully in 'Completed'" "$PREFECT_HOME/logs/last_run.log" || { echo "train-fsrfer/default did not complete"; exit 1; }
+for deployment in train-fsrfer/default train-gmenet/default; do
+  log="$PREFECT_HOME/logs/last_${deployment%%/*}.log"
+  prefect deployment run "$deployment" --watch --watch-timeout 7200 | tee "$log"
+  grep -q "finished successfully in 'Completed'" "$log" || { echo "$deployment did not complete"; exit 1; }
+done
 dvc metrics show
-cat registry/fsrfer.json
+cat registry/fsrfer.json registry/gmenet.json
 echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///$PWD/mlruns/mlflow.db  (then http://127.0.0.1:5000)"
