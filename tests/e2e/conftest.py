@@ -29,7 +29,7 @@ def tiny_params() -> dict:
                                eval_every=3, batch_size=4, cpus_per_worker=0.5)
     for section in ("gme_teacher", "gme_train"):
         params[section].update(stem_channels=4, local_channels=[4, 8], global_channels=[4, 8, 8], fusion_dim=8,
-                               iterations=6, checkpoint_every=3, eval_every=3, batch_size=4, cpus_per_worker=0.5)
+                               iterations=6, checkpoint_every=3, eval_every=3, batch_size=4, num_workers=1)
     return params
 
 

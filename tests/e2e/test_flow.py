@@ -123,24 +123,3 @@ def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(flo
     assert champion == (2 if v2.tags["promotion_decision"] == "promoted" else 1)
     assert v2.tags["promotion_reason"] == result["promotion"]["reason"]
 
-
-def test_gmenet_flow_adds_its_column_and_registers_gmenet(flow_project, first_run):
-    import json
-
-    from flows.train_gmenet import train_gmenet
-
-    root, env = flow_project
-    result = train_gmenet(project_dir=str(root), num_workers=2)
-    ran = [s for s, r in result["stages"].items() if r == "ran"]
-    assert ran == ["gme_teacher", "gme_train", "compare", "register_gmenet"]  # the FSR-FER chain was up to date
-    assert result["registered"]["model_name"] == "gmenet" and result["registered"]["version"] == 1
-    assert result["promotion"]["promoted"] is True
-    compared = json.loads((root / "metrics" / "compare.json").read_text())
-    for split in ("valid", "test"):
-        assert {"bicubic", "fsrfer", "gmenet"} <= set(compared["table"][split])
-        assert list(compared["table"][split]["gmenet"]) == ["x1", "x2", "x4", "x8"]
-    assert set(compared["cost"]) == {"bicubic", "fsrfer", "gmenet"}
-    assert compared["cost"]["fsrfer"]["params"] > compared["cost"]["bicubic"]["params"]  # G on top of F and C
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert int(client.get_model_version_by_alias("gmenet", "champion").version) == 1
-    assert int(client.get_model_version_by_alias("fsrfer", "champion").version) >= 1  # untouched by this flow

@@ -178,3 +178,35 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tin
     with torch.no_grad():
         direct = torch.softmax(load_gmenet(root / "gmenet.pt")(images_to_tensor(data.faces["x8"])), 1)
     np.testing.assert_allclose(served, direct.numpy(), atol=1e-5)
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(gme_runs, tiny_run, tmp_path):
+    """The same checkpoint/resume contract as FSR-FER (tests/model/test_train_fsr.py), on the GME loop."""
+    import shutil
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from components.distributed import WorkerContext
+    from components.stages.gmenet import gme_train_loop
+
+    root, _, _, cfg = gme_runs
+    loop_cfg = replace(cfg, iterations=12, checkpoint_every=6, eval_every=6)
+
+    def run(restore_from: Path | None) -> list[Path]:
+        saved = []
+
+        def report(metrics, folder):
+            if folder is not None:
+                saved.append(Path(shutil.copytree(folder, tmp_path / f"ckpt{len(list(tmp_path.iterdir()))}")))
+
+        ctx = WorkerContext(rank=0, world_size=1, device=torch.device("cpu"), report=report,
+                            restore=lambda: restore_from, wrap=lambda m: m)
+        gme_train_loop({"gme": asdict(loop_cfg)}, ctx)
+        return saved
+
+    full = run(None)
+    resumed = run(full[0])  # as if killed after the first checkpoint (iteration 6)
+    a, b = (torch.load(p / "state.pt", weights_only=True) for p in (full[-1], resumed[-1]))
+    assert a["iteration"] == b["iteration"] == 12 and len(resumed) == 1
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
