@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,11 +25,26 @@ import mlflow
 import pytest
 import yaml
 
-from tests.e2e.test_prefect_deployment import free_port
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,
                 milestones=[1000], w_gan=0.1, w_percep=10.0, w_feat=0.01, iterations=20, checkpoint_every=10,
                 eval_every=10, num_workers=2, cpus_per_worker=1.0)
+
+
+def quiet_port() -> int:
+    """A free port in 20000-32767: below the kernel's ephemeral range (32768+) that Ray's own
+    components draw from at start-up and above Ray's worker ports (10002-19999), so the
+    dashboard's port is not taken by another process between choosing it and binding it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def _ray_env() -> dict:
@@ -71,11 +88,11 @@ def _alive_nodes(address: str) -> set[str]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray_cluster")
-    port = free_port()
+    port = quiet_port()
     address = f"127.0.0.1:{port}"
     head = _start_node(["--head", "--port", str(port), "--temp-dir", tempfile.mkdtemp(prefix="rh", dir="/tmp"),
                         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port())],
+                        "--dashboard-port", str(quiet_port()), "--ray-client-server-port", str(quiet_port())],
                        logs / "head.log")
     nodes = [head]
     try:
