@@ -12,8 +12,8 @@ Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS
 same code, no branches. Every report carries `worker_nodes`, the node id of each worker in
 rank order, so a run shows where it ran. On a multi-node cluster the paths handed to
 workers (feature cache, teacher, Ray storage) must be on storage every node mounts at the
-same path (infra/README.md says why this and not the object store). Devices: CUDA with NCCL when the cluster has a GPU per worker,
-else CPU with gloo.
+same path (infra/README.md says why this and not the object store). Devices: CUDA with
+NCCL when the cluster has a GPU per worker, else CPU with gloo.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from components.data.records import BadInput
-from components.runtime import images_to_tensor
+from components.models.gmenet import predict_proba
 from components.serving.fsrfer import FacePyfunc, ServingConfig, to_hr
 
 
@@ -34,15 +34,12 @@ class GMENetPredictor:
             raise BadInput(f"{model_path}: GME-Net takes {self.model.cfg.input_size}px x {self.model.cfg.in_channels}"
                            f" channels, the serving config says {cfg.hr_size}px x {cfg.channels}")
 
-    @torch.no_grad()
     def predict_proba(self, faces: list[np.ndarray]) -> np.ndarray:
         """uint8 faces (h, w, channels), any sizes -> class probabilities (N, K) float64."""
-        out = np.zeros((len(faces), len(self.cfg.classes)))
-        for start in range(0, len(faces), self.batch_size):
-            chunk = np.stack([to_hr(face, self.cfg.hr_size)[0] for face in faces[start:start + self.batch_size]])
-            probs = torch.softmax(self.model(images_to_tensor(chunk, self.device)), dim=1)
-            out[start:start + len(chunk)] = probs.double().cpu().numpy()
-        return out
+        if not faces:
+            return np.zeros((0, len(self.cfg.classes)))
+        resized = np.stack([to_hr(face, self.cfg.hr_size)[0] for face in faces])
+        return predict_proba(self.model, resized, self.device, self.batch_size).astype(np.float64)
 
 
 class GMENetPyfunc(FacePyfunc):

@@ -22,13 +22,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from components.data.records import BadInput
 from components.data.store import PreparedStore, atomic_write_text
 from components.models.cost import model_cost
-from components.runtime import images_to_tensor
 from components.stages.evaluate import accuracy_scores, plot_accuracy_vs_scale
 
 
@@ -42,15 +38,6 @@ class CompareConfig:
     metrics: str = "metrics/compare.json"
     plots: str = "plots/compare"
     experiment: str = "fsrfer-evaluate"
-
-
-@torch.no_grad()
-def gmenet_probs(model: torch.nn.Module, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities of GME-Net on uint8 faces (N, S, S, C) at its input size."""
-    model.eval()
-    out = [torch.softmax(model(images_to_tensor(faces[i:i + batch_size])), dim=1).numpy()
-           for i in range(0, len(faces), batch_size)]
-    return np.concatenate(out)
 
 
 def path_costs(cfg: CompareConfig, channels: int, size: int) -> dict[str, dict[str, int]]:
@@ -74,7 +61,7 @@ def compare(cfg: CompareConfig) -> dict:
     """Add the GME-Net column to the evaluate table, cost every path, write metrics and plots."""
     import mlflow
 
-    from components.models.gmenet import load_gmenet
+    from components.models.gmenet import load_gmenet, predict_proba
     from components.stages.gmenet import ScaledFaces
     from components.tracking import mlflow_run
 
@@ -92,7 +79,7 @@ def compare(cfg: CompareConfig) -> dict:
         data = ScaledFaces(cfg.prepared, split, keys)
         methods["gmenet"] = {}
         for key in keys:
-            scores = accuracy_scores(data.labels, gmenet_probs(model, data.faces[key]), len(store.classes))
+            scores = accuracy_scores(data.labels, predict_proba(model, data.faces[key]), len(store.classes))
             scores.pop("confusion")
             methods["gmenet"][key] = scores
         rows += [{"split": split, "method": m, "scale": k, **s} for m, scales in methods.items()

@@ -33,11 +33,11 @@ from torch.nn import functional as F
 
 from components.data.degrade import upscale_to
 from components.data.records import BadInput
-from components.distributed import final_state, log_step_metrics, run_ray_training, unwrap
 from components.data.store import PreparedStore, atomic_file
+from components.distributed import final_state, log_step_metrics, run_ray_training, unwrap
 from components.losses import attention_similarity_loss
 from components.models.cost import model_cost
-from components.models.gmenet import GMEConfig, GMENet, load_gmenet, save_gmenet
+from components.models.gmenet import GMEConfig, GMENet, load_gmenet, predict_proba, save_gmenet
 from components.runtime import images_to_tensor
 from components.stages.teacher import class_weights
 
@@ -97,30 +97,18 @@ class ScaledFaces:
     def __init__(self, prepared: str, split: str, keys: list[str], rows: np.ndarray | None = None):
         store = PreparedStore(prepared)
         hr = store.array(split, "hr")
-        self.rows = np.arange(len(hr)) if rows is None else rows
-        self.keys = keys
-        self.hr = np.asarray(hr[self.rows])
-        self.labels = np.asarray(store.array(split, "labels")[self.rows])
+        rows = np.arange(len(hr)) if rows is None else rows
+        self.hr = np.asarray(hr[rows])
+        self.labels = np.asarray(store.array(split, "labels")[rows])
         size = self.hr.shape[1:3]
-        self.faces = {k: self.hr if k == "x1" else upscale_to(np.asarray(store.array(split, k)[self.rows]), size)
+        self.faces = {k: self.hr if k == "x1" else upscale_to(np.asarray(store.array(split, k)[rows]), size)
                       for k in keys}
 
 
-@torch.no_grad()
-def accuracy_per_scale(model: torch.nn.Module, data: ScaledFaces, device: torch.device,
-                       batch_size: int = 256) -> dict[str, float]:
+def accuracy_per_scale(model: GMENet, data: ScaledFaces, device: torch.device) -> dict[str, float]:
     """{'x1': acc, 'x2': acc, ...} over the keys `data` holds."""
-    was_training = model.training
-    model.eval()
-    out = {}
-    for key, faces in data.faces.items():
-        correct = 0
-        for start in range(0, len(faces), batch_size):
-            logits = model(images_to_tensor(faces[start:start + batch_size], device))
-            correct += (logits.argmax(1).cpu().numpy() == data.labels[start:start + batch_size]).sum()
-        out[key] = float(correct) / len(faces)
-    model.train(was_training)
-    return out
+    return {key: float((predict_proba(model, faces, device).argmax(1) == data.labels).mean())
+            for key, faces in data.faces.items()}
 
 
 def gme_train_loop(config: dict, ctx) -> None:
@@ -132,8 +120,8 @@ def gme_train_loop(config: dict, ctx) -> None:
     store = PreparedStore(cfg.prepared)
     student = bool(cfg.teacher)
     keys = store.scale_keys if student else ["x1"]
-    n_train = len(store.array("train", "labels"))
-    train = ScaledFaces(cfg.prepared, "train", keys, rows=np.arange(ctx.rank, n_train, ctx.world_size))
+    train_labels = np.asarray(store.array("train", "labels"))
+    train = ScaledFaces(cfg.prepared, "train", keys, rows=np.arange(ctx.rank, len(train_labels), ctx.world_size))
     valid_split = "valid" if "valid" in store.splits else "test"
     valid = ScaledFaces(cfg.prepared, valid_split, (["x1"] if not student else []) + store.scale_keys) \
         if ctx.is_main else None
@@ -141,8 +129,8 @@ def gme_train_loop(config: dict, ctx) -> None:
 
     model = ctx.wrap(GMENet(cfg.network(store.meta)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    weights = torch.tensor(class_weights(np.asarray(store.array("train", "labels")), len(store.classes),
-                                         cfg.balance_power), dtype=torch.float32, device=ctx.device)
+    weights = torch.tensor(class_weights(train_labels, len(store.classes), cfg.balance_power),
+                           dtype=torch.float32, device=ctx.device)
     start = 0
     state = ctx.restore_state()
     if state is not None:
