@@ -2,9 +2,14 @@
 pipeline runs them (Ray Train, here 1 worker on 1 CPU), on the prepared FER+ store of a
 checkout where `dvc repro prepare` ran with profiles/ferplus.yaml (48x48 grey, 8 classes,
 x2..x8). Prints the per-scale FER+ valid accuracy of the teacher (HR and bicubic-upscaled
-LR input) and the student, their parameters and FLOPs; writes benchmarks/.cache/ferplus_gmenet.json.
+LR input) and the student, their parameters and FLOPs; writes benchmarks/.cache/ferplus_gmenet[_<tag>].json.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> <teacher its> <student its>
+
+The ablation of the attention-similarity loss: a student with lambda_at = 0 (cross-entropy
+only) against the same frozen teacher (teacher its 0 reuses benchmarks/.cache/ferplus_gme_teacher.pt):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 0 3000 0
 """
 import json
 import os
@@ -23,18 +28,25 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'ferplus_gmene
 from components.stages.gmenet import GMETrainConfig, train_gme_teacher, train_gmenet  # noqa: E402
 
 root, teacher_its, student_its = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lambda_at = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
+tag = "" if lambda_at == 5.0 else f"_lambda{lambda_at:g}"
 base = GMETrainConfig(prepared=f"{root}/data/prepared", storage=str(cache / "ray_ferplus_gmenet"), stem_channels=16,
                       local_channels=(16, 32, 64), global_channels=(16, 32, 64), fusion_dim=128, batch_size=64,
                       lr=2e-3, num_workers=1, cpus_per_worker=1.0, experiment="ferplus-gmenet")
 out = {}
 start = time.time()
-teacher = replace(base, out=str(cache / "ferplus_gme_teacher.pt"), iterations=teacher_its,
-                  checkpoint_every=teacher_its // 4, eval_every=teacher_its // 4, run_name="gme_teacher")
-out["teacher"] = train_gme_teacher(teacher) | {"seconds": round(time.time() - start)}
-print(json.dumps(out["teacher"], indent=1), flush=True)
+teacher_path = cache / "ferplus_gme_teacher.pt"
+if teacher_its:
+    teacher = replace(base, out=str(teacher_path), iterations=teacher_its, checkpoint_every=teacher_its // 4,
+                      eval_every=teacher_its // 4, run_name="gme_teacher")
+    out["teacher"] = train_gme_teacher(teacher) | {"seconds": round(time.time() - start)}
+    print(json.dumps(out["teacher"], indent=1), flush=True)
+elif not teacher_path.is_file():
+    sys.exit(f"{teacher_path}: no cached teacher to reuse; run with teacher its > 0 first")
 start = time.time()
-student = replace(base, teacher=teacher.out, out=str(cache / "ferplus_gmenet.pt"), iterations=student_its,
-                  checkpoint_every=student_its // 4, eval_every=student_its // 4, run_name="gme_train")
+student = replace(base, teacher=str(teacher_path), out=str(cache / f"ferplus_gmenet{tag}.pt"), iterations=student_its,
+                  lambda_at=lambda_at, checkpoint_every=student_its // 4, eval_every=student_its // 4,
+                  run_name=f"gme_train{tag}")
 out["student"] = train_gmenet(student) | {"seconds": round(time.time() - start)}
 print(json.dumps(out["student"], indent=1), flush=True)
-(cache / "ferplus_gmenet.json").write_text(json.dumps(out, indent=1))
+(cache / f"ferplus_gmenet{tag}.json").write_text(json.dumps(out, indent=1))
