@@ -191,3 +191,19 @@ def test_degradation_loses_more_detail_at_larger_factors():
     hr = np.clip(hr, 0, 255).astype(np.uint8)[None]
     errors = [np.abs(upscale_to(degrade_bicubic(hr, s), (100, 100)).astype(float) - hr).mean() for s in (2, 4, 8)]
     assert errors[0] < errors[1] < errors[2], errors
+
+
+def test_upscaled_batches_reach_the_model_in_the_same_memory_format_as_hr_ones():
+    """The upscaled LR batch comes out of imresize's einsum with permuted strides; the model
+    input must not keep them (a non-channels-last batch took a 1.5x slower conv path)."""
+    import torch
+
+    from components.runtime import images_to_tensor
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    lr_up = upscale_to(degrade_bicubic(hr, 4), (40, 40))
+    for batch in (hr, lr_up, np.asfortranarray(hr)):
+        x = images_to_tensor(batch)
+        assert x.shape == (4, 3, 40, 40) and x.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(images_to_tensor(lr_up).numpy(), np.transpose(lr_up, (0, 3, 1, 2)) / np.float32(255))
