@@ -1,0 +1,137 @@
+"""Can a test-sized run show FSR-FER beating bicubic, and GME-Net beating chance, at x8 on the
+synthetic data at its default face size (100 px)? (issues: FSR-FER, GME-Net; the suite's
+model tier runs at 64 px, where x8 faces are 8 px.)
+
+One seeded run: synthetic faces -> prepare (HR 100, x2/x4/x8) -> a small CovPoolFER teacher
+-> feature cache -> evaluate, reused by later seeds in the same folder; then, per seed, a
+small G trained in-process (the model tier's FSR settings) or the model tier's GME-Net
+teacher and student on 2 Ray Train workers. Prints accuracies pooled over valid + test.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/small_x8.py <folder> fsr|gme <seed> \
+        [--train-per-class 80] [--test-per-class 20] [--teacher-epochs 12] [--fsr-iterations 800] \
+        [--gme-iterations 200 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.config import PrepareConfig  # noqa: E402
+from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb  # noqa: E402
+from components.stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from components.stages.features import FeatureCache, FeaturesConfig, cache_features  # noqa: E402
+from components.stages.prepare import prepare  # noqa: E402
+from components.stages.teacher import TeacherConfig, train_teacher  # noqa: E402
+
+
+def chain(root: Path, args) -> None:
+    """Synthetic faces -> prepared store -> teacher -> feature cache -> evaluate (once per folder)."""
+    if (root / "metrics.json").is_file():
+        return
+    write_synthetic_rafdb(root / "raw", SyntheticConfig(train_per_class=args.train_per_class,
+                                                        test_per_class=args.test_per_class, seed=0))
+    prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
+    train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"),
+                                conv_channels=(16, 32, 48, 48, 64, 64), pool_after=(0, 1, 3), bimap_dim=24,
+                                fc_dims=(128, 64), epochs=args.teacher_epochs, batch_size=32, lr=2e-3, augment=False,
+                                experiment="small-x8"), progress=False)
+    cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
+                                  out=str(root / "features")), progress=False)
+    evaluate(EvaluateConfig(features=str(root / "features"), metrics=str(root / "metrics.json"),
+                            plots=str(root / "plots"), experiment="small-x8", fsr=""))
+
+
+def fsr(root: Path, seed: int, iterations: int) -> dict:
+    from components.distributed import run_local_training
+    from components.models.covpool import load_covpool
+    from components.models.rrdb import FeatureGenerator
+    from components.stages.train_fsr import (FSRConfig, PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop,
+                                             generator_config)
+
+    cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), channels=8, growth=8, blocks=1,
+                    dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=iterations,
+                    milestones=(iterations * 2 // 3,), batch_size=16, seed=seed, checkpoint_every=iterations,
+                    eval_every=iterations)
+    result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+    teacher = load_covpool(root / "teacher.pt")
+    g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
+    g.load_state_dict(torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"])
+    cache, out = FeatureCache(root / "features"), {}
+    for key in ("x4", "x8"):
+        fsr_right = bicubic_right = total = 0
+        for split in ("valid", "test"):
+            block = cache.block(split, key)
+            labels = np.asarray(cache.array(split, "labels")[block])
+            bicubic_right += int((np.asarray(cache.array(split, "probs")[block]).argmax(1) == labels).sum())
+            acc = fsr_accuracy_per_scale(g, teacher.classifier, PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim),
+                                         torch.device("cpu"))[key]
+            fsr_right += round(acc * len(labels))
+            total += len(labels)
+        out[key] = {"fsrfer": round(fsr_right / total, 3), "bicubic": round(bicubic_right / total, 3), "faces": total}
+    return out
+
+
+def gme(root: Path, seed: int, teacher_its: int, student_its: int) -> dict:
+    from components.distributed import init_ray
+    from components.models.gmenet import load_gmenet
+    from components.stages.gmenet import GMETrainConfig, ScaledFaces, accuracy_per_scale, train_gme_teacher, train_gmenet
+
+    init_ray(num_cpus=2)
+    base = GMETrainConfig(prepared=str(root / "prepared"), storage=str(root / f"ray{seed}"), stem_channels=8,
+                          local_channels=(8, 16, 24), global_channels=(8, 16, 24), fusion_dim=32, batch_size=32,
+                          lr=3e-3, num_workers=2, cpus_per_worker=0.5, experiment="small-x8", seed=seed)
+    teacher = replace(base, out=str(root / f"gme_teacher{seed}.pt"), iterations=teacher_its,
+                      checkpoint_every=teacher_its, eval_every=teacher_its, run_name="gme_teacher")
+    student = replace(base, teacher=teacher.out, out=str(root / f"gmenet{seed}.pt"), iterations=student_its,
+                      checkpoint_every=student_its, eval_every=student_its, run_name="gme_train")
+    train_gme_teacher(teacher)
+    train_gmenet(student)
+    model, right, total = load_gmenet(student.out), 0, 0
+    for split in ("valid", "test"):
+        data = ScaledFaces(student.prepared, split, ["x8"])
+        right += round(accuracy_per_scale(model, data, torch.device("cpu"))["x8"] * len(data.labels))
+        total += len(data.labels)
+    return {"x8": {"gmenet": round(right / total, 3), "chance": round(1 / 7, 3), "faces": total}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder")
+    parser.add_argument("method", choices=["fsr", "gme"])
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--train-per-class", type=int, default=80)
+    parser.add_argument("--test-per-class", type=int, default=20)
+    parser.add_argument("--teacher-epochs", type=int, default=12)
+    parser.add_argument("--fsr-iterations", type=int, default=800)
+    parser.add_argument("--gme-iterations", type=int, nargs=2, default=(200, 300))
+    args = parser.parse_args()
+    root = Path(args.folder).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    start = time.time()
+    chain(root, args)
+    table = json.loads((root / "metrics.json").read_text())
+    out = {"bicubic_table": {s: {k: round(v["accuracy"], 3) for k, v in table[s]["bicubic"].items()}
+                             for s in ("valid", "test")}}
+    if args.method == "fsr":
+        out |= fsr(root, args.seed, args.fsr_iterations)
+    else:
+        out |= gme(root, args.seed, *args.gme_iterations)
+    print(json.dumps(out | {"seed": args.seed, "seconds": round(time.time() - start)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
