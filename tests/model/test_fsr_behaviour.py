@@ -4,10 +4,9 @@ LR features toward the HR ones, so C(G(F_lr)) beats the bicubic baseline.
 At the tiny run's x8 (64 / 8 = 8-pixel faces) neither the teacher nor G is above chance,
 so the check is made at x4, on valid + test pooled (196 faces), with a margin that held
 for seeds 0, 1 and 2 of G (measured: bicubic 0.158, FSR-FER 0.240, 0.224, 0.245; threshold
-0.208). At the default's 100 px,
-test-sized runs give FSR-FER a steady x4 gain but an x8 gain of 1-10 points that moves with
-the seed (benchmarks/README.md, "x8 at the synthetic default's face size"), so x8 is not
-asserted here; the main job's table reports it.
+0.208). At the default's 100 px, test-sized runs give FSR-FER a steady x4 gain but an x8
+gain of 1-10 points that moves with the seed (benchmarks/README.md, "x8 at the synthetic
+default's face size"), so x8 is not asserted here; the main job's table reports it.
 """
 
 from __future__ import annotations
