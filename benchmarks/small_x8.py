@@ -8,8 +8,8 @@ small G trained in-process (the model tier's FSR settings) or the model tier's G
 teacher and student on 2 Ray Train workers. Prints accuracies pooled over valid + test.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/small_x8.py <folder> fsr|gme <seed> \
-        [--train-per-class 80] [--test-per-class 20] [--teacher-epochs 12] [--fsr-iterations 800] \
-        [--gme-iterations 200 300]
+        [--train-per-class 160] [--test-per-class 40] [--teacher-epochs 30] [--data-seed 0] \
+        [--fsr-iterations 800] [--gme-iterations 200 300]
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ def chain(root: Path, args) -> None:
     if (root / "metrics.json").is_file():
         return
     write_synthetic_rafdb(root / "raw", SyntheticConfig(train_per_class=args.train_per_class,
-                                                        test_per_class=args.test_per_class, seed=0))
-    prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
+                                                        test_per_class=args.test_per_class, seed=args.data_seed))
+    prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8),
+                          seed=args.data_seed))
     train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"),
                                 conv_channels=(16, 32, 48, 48, 64, 64), pool_after=(0, 1, 3), bimap_dim=24,
                                 fc_dims=(128, 64), epochs=args.teacher_epochs, batch_size=32, lr=2e-3, augment=False,
-                                experiment="small-x8"), progress=False)
+                                seed=args.data_seed, experiment="small-x8"), progress=False)
     cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
                                   out=str(root / "features")), progress=False)
     evaluate(EvaluateConfig(features=str(root / "features"), metrics=str(root / "metrics.json"),
@@ -111,9 +112,10 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("method", choices=["fsr", "gme"])
     parser.add_argument("seed", type=int)
-    parser.add_argument("--train-per-class", type=int, default=80)
-    parser.add_argument("--test-per-class", type=int, default=20)
-    parser.add_argument("--teacher-epochs", type=int, default=12)
+    parser.add_argument("--train-per-class", type=int, default=160)
+    parser.add_argument("--test-per-class", type=int, default=40)
+    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data and the teacher")
     parser.add_argument("--fsr-iterations", type=int, default=800)
     parser.add_argument("--gme-iterations", type=int, nargs=2, default=(200, 300))
     args = parser.parse_args()

@@ -170,6 +170,8 @@ def fsr_train_loop(config: dict, ctx) -> None:
     shard = train.lr_rows[ctx.rank :: ctx.world_size]
 
     g_net, d_net = build_networks(cfg, d)
+    sample = train.lr_rows[:: max(1, len(train.lr_rows) // 20000)]  # every LR row; every k-th on big caches
+    g_net.fit_input_statistics(torch.from_numpy(np.asarray(train.features[sample], dtype=np.float32)))
     g_net, d_net = ctx.wrap(g_net), ctx.wrap(d_net)
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))  # beta1 = 0, as the paper
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))

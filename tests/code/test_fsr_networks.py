@@ -59,6 +59,30 @@ def test_generator_starts_near_identity_and_dense_residual_starts_at_zero():
     assert not torch.allclose(y, plain(x))
 
 
+def test_dense_residual_reads_standardised_entries_and_saves_its_statistics():
+    from components.models.covpool import triu_vector
+
+    torch.manual_seed(0)
+    rows = triu_vector(3.0 + 0.05 * sym(64, 8))  # LR-like: a common offset, little spread
+    g = FeatureGenerator(GeneratorConfig(channels=4, growth=4, blocks=1, dense_dim=8))
+    g.fit_input_statistics(rows)
+    z = (rows - g.dense_mean) * g.dense_scale
+    torch.testing.assert_close(z.mean(0), torch.zeros(36), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(36), atol=1e-4, rtol=0)
+    # the statistics are buffers: they travel with the state dict (saved G, DDP, checkpoints)
+    again = FeatureGenerator(g.cfg)
+    again.load_state_dict(g.state_dict())
+    torch.testing.assert_close(again.dense_scale, g.dense_scale)
+    with torch.no_grad():
+        g.dense.weight.copy_(torch.eye(36))  # the dense map now passes z through
+        again.dense.weight.copy_(torch.eye(36))
+    x = 3.0 + 0.05 * sym(2, 8, seed=5)
+    torch.testing.assert_close(g(x), again(x))
+    plain = FeatureGenerator(g.cfg)
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if k not in ("dense_mean", "dense_scale")}, strict=False)
+    assert not torch.allclose(g(x), plain(x))  # unstandardised entries give another output
+
+
 @pytest.mark.parametrize("dense_dim", [0, 16])
 def test_every_parameter_gets_a_finite_gradient(dense_dim):
     torch.manual_seed(0)
