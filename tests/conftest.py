@@ -4,6 +4,7 @@ shared by the model-tier tests: small numbers, the same code paths as the pipeli
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,15 @@ class TinyRun:
     teacher_summary: dict
     features_summary: dict
     table: dict
+
+
+@pytest.fixture(scope="session")
+def synthetic_default(tmp_path_factory) -> Path:
+    """The embedded default dataset, written once per session by the README's command (`fsrfer synth`)."""
+    out = tmp_path_factory.mktemp("synthetic_default") / "synthetic"
+    done = subprocess.run(["fsrfer", "synth", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
 
 
 @pytest.fixture(scope="session")

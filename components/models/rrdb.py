@@ -16,8 +16,9 @@ relates BiMap directions i and j; the diagonal holds the log-eigenvalues), so we
 time (d = 128, 32 channels x 6 RRDBs, 300k iterations). Measured on the synthetic
 default at CPU budgets (benchmarks/README.md), the conv-only G never rose above the
 bicubic baseline, the dense residual did.
+
 The dense residual reads standardised entries: (x - mean) / std per entry, with the mean
-and std of the training split's LR features (`fit_input_statistics`, called by the
+and std of the training split's LR features (`set_input_statistics`, called by the
 training loop; buffers, so they are saved with G). LR features share a large offset and
 differ between classes by little (at x8 on the synthetic default, class means differ by
 about 0.03 per entry against a spread of 0.26); standardised, the zero-initialised map
@@ -99,7 +100,7 @@ class FeatureGenerator(nn.Module):
             self.dense = nn.Linear(size, size)
             nn.init.zeros_(self.dense.weight)  # starts as the identity, like the conv path
             nn.init.zeros_(self.dense.bias)
-            # the dense map reads standardised entries (see the module doc; set by fit_input_statistics)
+            # the dense map reads standardised entries (see the module doc; set by set_input_statistics)
             self.register_buffer("dense_mean", torch.zeros(size))
             self.register_buffer("dense_scale", torch.ones(size))
         # G starts at the identity up to a small residual (output conv scaled by 0.01, in
@@ -120,9 +121,8 @@ class FeatureGenerator(nn.Module):
         return 0.5 * (y + y.transpose(1, 2))
 
     @torch.no_grad()
-    def fit_input_statistics(self, features: torch.Tensor) -> None:
-        """Set the dense residual's input standardisation from LR feature rows (N, d(d+1)/2)."""
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise the dense residual's input with these per-entry LR statistics (d(d+1)/2 each)."""
         if self.cfg.dense_dim:
-            features = features.double()
-            self.dense_mean.copy_(features.mean(0))
-            self.dense_scale.copy_(1.0 / features.std(0).clamp_min(1e-3))
+            self.dense_mean.copy_(mean)
+            self.dense_scale.copy_(1.0 / std.clamp_min(1e-3))

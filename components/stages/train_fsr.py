@@ -138,6 +138,21 @@ class PairedFeatures:
         return triu_to_matrix(f_lr, self.d).to(device), triu_to_matrix(f_hr, self.d).to(device), labels.to(device)
 
 
+def feature_statistics(features: np.ndarray, rows: np.ndarray, max_rows: int = 20000,
+                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-entry mean and std of `features[rows]` (every k-th row past max_rows), read in chunks, in float64."""
+    rows = rows[:: max(1, len(rows) // max_rows)]
+    total = np.zeros(features.shape[1])
+    squares = np.zeros(features.shape[1])
+    for start in range(0, len(rows), chunk):
+        x = np.asarray(features[rows[start : start + chunk]], dtype=np.float64)
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(squares / len(rows) - mean**2, 0.0))
+    return torch.from_numpy(mean), torch.from_numpy(std)
+
+
 @torch.no_grad()
 def fsr_accuracy_per_scale(g: torch.nn.Module, classifier: torch.nn.Module, data: PairedFeatures,
                            device: torch.device, batch_size: int = 256) -> dict[str, float]:
@@ -170,8 +185,7 @@ def fsr_train_loop(config: dict, ctx) -> None:
     shard = train.lr_rows[ctx.rank :: ctx.world_size]
 
     g_net, d_net = build_networks(cfg, d)
-    sample = train.lr_rows[:: max(1, len(train.lr_rows) // 20000)]  # every LR row; every k-th on big caches
-    g_net.fit_input_statistics(torch.from_numpy(np.asarray(train.features[sample], dtype=np.float32)))
+    g_net.set_input_statistics(*feature_statistics(train.features, train.lr_rows))
     g_net, d_net = ctx.wrap(g_net), ctx.wrap(d_net)
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))  # beta1 = 0, as the paper
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr, betas=(0.0, 0.99))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,7 +66,7 @@ def test_dense_residual_reads_standardised_entries_and_saves_its_statistics():
     torch.manual_seed(0)
     rows = triu_vector(3.0 + 0.05 * sym(64, 8))  # LR-like: a common offset, little spread
     g = FeatureGenerator(GeneratorConfig(channels=4, growth=4, blocks=1, dense_dim=8))
-    g.fit_input_statistics(rows)
+    g.set_input_statistics(rows.mean(0), rows.std(0))
     z = (rows - g.dense_mean) * g.dense_scale
     torch.testing.assert_close(z.mean(0), torch.zeros(36), atol=1e-5, rtol=0)
     torch.testing.assert_close(z.std(0), torch.ones(36), atol=1e-4, rtol=0)
@@ -149,3 +150,16 @@ def test_classification_weights():
     torch.testing.assert_close(w2, (1.5 - p0) ** 2)
     w2.sum().backward()
     assert logits.grad is not None
+
+
+def test_feature_statistics_match_numpy_and_thin_big_row_sets():
+    from components.stages.train_fsr import feature_statistics
+
+    rng = np.random.default_rng(0)
+    features = (3.0 + 0.1 * rng.standard_normal((5000, 6))).astype(np.float32)
+    rows = np.arange(1, 5000, 2)
+    mean, std = feature_statistics(features, rows, chunk=300)
+    np.testing.assert_allclose(mean.numpy(), features[rows].astype(np.float64).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(std.numpy(), features[rows].astype(np.float64).std(0), rtol=1e-8)
+    thinned, _ = feature_statistics(features, rows, max_rows=1000)  # every 2nd of the 2,500 rows
+    np.testing.assert_allclose(thinned.numpy(), features[rows[::2]].astype(np.float64).mean(0), rtol=1e-10)

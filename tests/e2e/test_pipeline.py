@@ -210,13 +210,14 @@ def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(flo
     assert v2.tags["promotion_reason"] == result["promotion"]["reason"]
 
 
-def test_default_data_regenerates_what_data_dvc_records(tmp_path):
-    """`fsrfer synth` must rebuild exactly the folder data.dvc tracks (deterministic generator)."""
+def test_default_data_regenerates_what_data_dvc_records(tmp_path, synthetic_default):
+    """`fsrfer synth` (run by the session's synthetic_default fixture) must rebuild exactly the
+    folder data.dvc tracks (deterministic generator)."""
     recorded = yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     run(["git", "init", "-q"], tmp_path, env)
     run(["dvc", "init", "-q"], tmp_path, env)
-    run(["fsrfer", "synth", "--out", "data/raw/synthetic"], tmp_path, env)
+    shutil.copytree(synthetic_default, tmp_path / "data" / "raw" / "synthetic")
     run(["dvc", "add", "-q", "data/raw"], tmp_path, env)
     added = yaml.safe_load((tmp_path / "data" / "raw.dvc").read_text())["outs"][0]
     assert (added["md5"], added["nfiles"], added["size"]) == (recorded["md5"], recorded["nfiles"], recorded["size"])

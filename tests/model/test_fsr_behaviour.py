@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from components.config import PrepareConfig
-from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.distributed import run_local_training
 from components.models.covpool import load_covpool
 from components.models.rrdb import FeatureGenerator
@@ -34,13 +33,12 @@ X8_MARGIN = 0.05
 
 
 @pytest.fixture(scope="module")
-def default_size_run(tmp_path_factory):
+def default_size_run(tmp_path_factory, synthetic_default):
     """Synthetic default -> prepare (100 px, x2/x4/x8) -> converged small teacher -> feature cache."""
     root = tmp_path_factory.mktemp("default_size_run")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    write_synthetic_rafdb(root / "raw", SyntheticConfig(seed=0))  # the default's counts and face size
-    prepare(PrepareConfig(root=str(root / "raw"), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
+    prepare(PrepareConfig(root=str(synthetic_default), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
     train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"),
                                 **(TINY_TEACHER | {"epochs": 30})), progress=False)
     cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
