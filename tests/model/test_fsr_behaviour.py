@@ -38,12 +38,14 @@ def default_size_run(tmp_path_factory, synthetic_default):
     root = tmp_path_factory.mktemp("default_size_run")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    prepare(PrepareConfig(root=str(synthetic_default), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
-    train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"),
-                                **(TINY_TEACHER | {"epochs": 30})), progress=False)
-    cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
-                                  out=str(root / "features")), progress=False)
-    mp.undo()
+    try:
+        prepare(PrepareConfig(root=str(synthetic_default), out=str(root / "prepared"), hr_size=100, scales=(2, 4, 8)))
+        train_teacher(TeacherConfig(prepared=str(root / "prepared"), out=str(root / "teacher.pt"),
+                                    **(TINY_TEACHER | {"epochs": 30})), progress=False)
+        cache_features(FeaturesConfig(prepared=str(root / "prepared"), teacher=str(root / "teacher.pt"),
+                                      out=str(root / "features")), progress=False)
+    finally:
+        mp.undo()
     return root
 
 
