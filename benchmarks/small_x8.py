@@ -36,6 +36,9 @@ from components.stages.prepare import prepare  # noqa: E402
 from components.stages.teacher import TeacherConfig, train_teacher  # noqa: E402
 
 
+SPLITS = ("valid", "test")  # pooled
+
+
 def chain(root: Path, args) -> None:
     """Synthetic faces -> prepared store -> teacher -> feature cache -> evaluate (once per folder)."""
     if (root / "metrics.json").is_file():
@@ -56,32 +59,21 @@ def chain(root: Path, args) -> None:
 
 def fsr(root: Path, seed: int, iterations: int) -> dict:
     from components.distributed import run_local_training
-    from components.models.covpool import load_covpool
-    from components.models.rrdb import FeatureGenerator
-    from components.stages.train_fsr import (FSRConfig, PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop,
-                                             generator_config)
+    from components.stages.evaluate import bicubic_probs, fsr_probs_fn, pooled_accuracy
+    from components.stages.train_fsr import FSRConfig, fsr_train_loop, write_generator
 
-    cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), channels=8, growth=8, blocks=1,
-                    dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=iterations,
-                    milestones=(iterations * 2 // 3,), batch_size=16, seed=seed, checkpoint_every=iterations,
-                    eval_every=iterations)
+    cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), out=str(root / f"fsr{seed}.pt"),
+                    channels=8, growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01,
+                    lr=1e-3, iterations=iterations, milestones=(iterations * 2 // 3,), batch_size=16, seed=seed,
+                    checkpoint_every=iterations, eval_every=iterations)
     result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
-    teacher = load_covpool(root / "teacher.pt")
-    g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
-    g.load_state_dict(torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"])
-    cache, out = FeatureCache(root / "features"), {}
-    for key in ("x4", "x8"):
-        fsr_right = bicubic_right = total = 0
-        for split in ("valid", "test"):
-            block = cache.block(split, key)
-            labels = np.asarray(cache.array(split, "labels")[block])
-            bicubic_right += int((np.asarray(cache.array(split, "probs")[block]).argmax(1) == labels).sum())
-            acc = fsr_accuracy_per_scale(g, teacher.classifier, PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim),
-                                         torch.device("cpu"))[key]
-            fsr_right += round(acc * len(labels))
-            total += len(labels)
-        out[key] = {"fsrfer": round(fsr_right / total, 3), "bicubic": round(bicubic_right / total, 3), "faces": total}
-    return out
+    cache = FeatureCache(root / "features")
+    d = cache.manifest["bimap_dim"]
+    write_generator(cfg, torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"], iterations, d)
+    columns = {"fsrfer": fsr_probs_fn(EvaluateConfig(features=cfg.features, teacher=cfg.teacher, fsr=cfg.out), d),
+               "bicubic": bicubic_probs}
+    return {key: {name: round(pooled_accuracy(probs, cache, SPLITS, key), 3) for name, probs in columns.items()}
+            for key in ("x4", "x8")}
 
 
 def gme(root: Path, seed: int, teacher_its: int, student_its: int) -> dict:

@@ -77,6 +77,13 @@ def fsr_probs_fn(cfg: EvaluateConfig, d: int):
     return probs
 
 
+def pooled_accuracy(probs, cache: FeatureCache, splits: tuple[str, ...], key: str) -> float:
+    """Accuracy of one column (`probs`, as method_columns gives) at `key` over `splits` taken together."""
+    labels = np.concatenate([np.asarray(cache.array(split, "labels")[cache.block(split, key)]) for split in splits])
+    predictions = np.concatenate([probs(cache, split, key).argmax(1) for split in splits])
+    return float((predictions == labels).mean())
+
+
 def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     """method name -> probs(cache, split, key): bicubic always, FSR-FER when its model is configured."""
     methods = {"bicubic": bicubic_probs}

@@ -20,16 +20,16 @@ import torch
 
 from components.config import PrepareConfig
 from components.distributed import run_local_training
-from components.models.covpool import load_covpool
-from components.models.rrdb import FeatureGenerator
+from components.stages.evaluate import EvaluateConfig, bicubic_probs, fsr_probs_fn, pooled_accuracy
 from components.stages.features import FeatureCache, FeaturesConfig, cache_features
 from components.stages.prepare import prepare
 from components.stages.teacher import TeacherConfig, train_teacher
-from components.stages.train_fsr import FSRConfig, PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop, generator_config
+from components.stages.train_fsr import FSRConfig, fsr_train_loop, write_generator
 from tests.conftest import TINY_TEACHER
 
 X4_MARGIN = 0.10
 X8_MARGIN = 0.05
+SPLITS = ("valid", "test")  # pooled: 392 faces
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +49,19 @@ def default_size_run(tmp_path_factory, synthetic_default):
     return root
 
 
-def pooled_accuracy(features: str, g: torch.nn.Module, classifier: torch.nn.Module, d: int, key: str):
-    """(FSR-FER, bicubic) accuracy at `key` over valid + test together."""
-    cache = FeatureCache(features)
-    fsr_correct = bicubic_correct = total = 0
-    for split in ("valid", "test"):
-        block = cache.block(split, key)
-        labels = np.asarray(cache.array(split, "labels")[block])
-        bicubic_correct += int((np.asarray(cache.array(split, "probs")[block]).argmax(1) == labels).sum())
-        acc = fsr_accuracy_per_scale(g, classifier, PairedFeatures(features, split, d), torch.device("cpu"))[key]
-        fsr_correct += round(acc * len(labels))
-        total += len(labels)
-    return fsr_correct / total, bicubic_correct / total
-
-
 def test_fsr_beats_bicubic_at_x4_and_x8(default_size_run):
     its = 800
     features, teacher_path = str(default_size_run / "features"), str(default_size_run / "teacher.pt")
-    cfg = FSRConfig(features=features, teacher=teacher_path, channels=8, growth=8, blocks=1, dense_residual=True,
-                    w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its, milestones=(530,), batch_size=16,
-                    seed=0, checkpoint_every=its, eval_every=its)
+    cfg = FSRConfig(features=features, teacher=teacher_path, out=str(default_size_run / "fsr.pt"), channels=8, growth=8,
+                    blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
+                    milestones=(530,), batch_size=16, seed=0, checkpoint_every=its, eval_every=its)
     result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
-    teacher = load_covpool(teacher_path)
-    g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
-    g.load_state_dict(torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"])
+    cache = FeatureCache(features)
+    d = cache.manifest["bimap_dim"]
+    write_generator(cfg, torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"], its, d)
+    fsrfer = fsr_probs_fn(EvaluateConfig(features=features, teacher=teacher_path, fsr=cfg.out), d)
 
-    x4 = pooled_accuracy(features, g, teacher.classifier, teacher.cfg.bimap_dim, "x4")
-    x8 = pooled_accuracy(features, g, teacher.classifier, teacher.cfg.bimap_dim, "x8")
+    x4 = pooled_accuracy(fsrfer, cache, SPLITS, "x4"), pooled_accuracy(bicubic_probs, cache, SPLITS, "x4")
+    x8 = pooled_accuracy(fsrfer, cache, SPLITS, "x8"), pooled_accuracy(bicubic_probs, cache, SPLITS, "x8")
     assert x4[0] > x4[1] + X4_MARGIN, {"x4 (fsr, bicubic)": x4}
     assert x8[0] > x8[1] + X8_MARGIN, {"x8 (fsr, bicubic)": x8}
