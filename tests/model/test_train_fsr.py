@@ -1,5 +1,6 @@
-"""FSR-FER on Ray Train: a 2-worker run completes and reports; a killed run resumes from its
-checkpoint and ends at the same iteration count as an uninterrupted one."""
+"""FSR-FER on Ray Train: a 2-worker run completes and reports; a run killed whole (driver, Ray,
+workers) resumes from its checkpoint when restarted, and a run that loses one worker mid-run
+has it replaced and resumes; both end at the uninterrupted run's iteration count with its G."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from components.stages.train_fsr import FSRConfig, load_generator, train_fsr
@@ -57,34 +60,138 @@ def _run_cli(params: Path, env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_killed_run_resumes_from_its_checkpoint(tiny_run, ray_session, tmp_path, monkeypatch):
-    common = dict(features=str(tiny_run.features), teacher=str(tiny_run.teacher), iterations=40,
-                  checkpoint_every=5, eval_every=40, experiment="test-fsr-resume", **TINY_FSR)
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
-               RAY_TMPDIR=short_tmpdir())
-    env.pop("RAY_ADDRESS", None)
+def _signal_session(sid: int, sig: int) -> None:
+    """Send `sig` to every process of session `sid`: the CLI's driver, its Ray daemons, and the Ray
+    workers (those run in process groups of their own, so killpg alone would miss them)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    os.kill(int(entry.name), sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
-    killed = FSRConfig(out=str(tmp_path / "killed.pt"), storage=str(tmp_path / "ray_killed"), **common)
-    _write_params(tmp_path / "killed.yaml", killed)
-    proc = _run_cli(tmp_path / "killed.yaml", env)
+
+def _recorded_checkpoint(storage: Path) -> bool:
+    """Whether Ray Train's checkpoint-manager snapshot under `storage` names a checkpoint (what a restart resumes)."""
+    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return True
+        except json.JSONDecodeError:  # being written
+            pass
+    return False
+
+
+RESUME_ITERATIONS = 40
+
+
+def _resume_config(tiny_run, out: Path, storage: Path) -> FSRConfig:
+    return FSRConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), out=str(out),
+                     storage=str(storage), iterations=RESUME_ITERATIONS, checkpoint_every=5, eval_every=40,
+                     experiment="test-fsr-resume", **TINY_FSR)
+
+
+def _cli_env(tmp_path: Path) -> dict:
+    """The CLI starts its own local Ray (a fresh one, as a restarted job would)."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", RAY_TMPDIR=short_tmpdir())
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _wait_for_recorded_checkpoint(proc: subprocess.Popen, storage: Path, freeze: bool) -> None:
+    """Return once Ray's controller has recorded a checkpoint of the run `proc` drives.
+
+    A state.pt on disk is not enough: workers write checkpoints before the controller
+    registers them (a fresh-clone run was killed with two on disk and none recorded).
+    With `freeze`, the run's whole session is left stopped (SIGSTOP) at that moment, so a
+    kill cannot catch the snapshot half-written.
+    """
     deadline = time.time() + 300
-    # a second checkpoint on disk means Ray has finished recording the first (state.pt alone can race it)
-    while len(list((tmp_path / "ray_killed").rglob("state.pt"))) < 2:
+    while True:
         assert proc.poll() is None, f"run ended before its first checkpoint:\n{proc.stdout.read()[-3000:]}"
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray processes and workers, mid-run
+        assert time.time() < deadline, "no checkpoint recorded within 300 s"
+        if freeze:
+            _signal_session(proc.pid, signal.SIGSTOP)
+        if _recorded_checkpoint(storage):
+            return
+        if freeze:
+            _signal_session(proc.pid, signal.SIGCONT)
+        time.sleep(0.2)
+
+
+def _assert_same_generator(a: Path, b: Path) -> None:
+    ga, gb = load_generator(a).state_dict(), load_generator(b).state_dict()
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        assert torch.equal(ga[k], gb[k]), f"{k} differs from the uninterrupted run's"
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_run, ray_session, tmp_path_factory) -> tuple[dict, Path]:
+    """The uninterrupted run that the interrupted ones must match, in this process on the module's Ray."""
+    root = tmp_path_factory.mktemp("straight")
+    old_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    try:
+        summary = train_fsr(_resume_config(tiny_run, root / "straight.pt", root / "ray"))
+    finally:
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    assert summary["iterations"] == RESUME_ITERATIONS and summary["resumed_from"] == 0
+    return summary, root / "straight.pt"
+
+
+def test_killed_run_resumes_from_its_checkpoint(tiny_run, straight_run, tmp_path):
+    """The driver, Ray and every worker SIGKILLed mid-run; the same command again resumes and
+    ends with the uninterrupted run's iteration count and G."""
+    env = _cli_env(tmp_path)
+    params = tmp_path / "killed.yaml"
+    _write_params(params, _resume_config(tiny_run, tmp_path / "killed.pt", tmp_path / "ray"))
+    proc = _run_cli(params, env)
+    _wait_for_recorded_checkpoint(proc, tmp_path / "ray", freeze=True)
+    _signal_session(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed.pt").exists()
 
-    restarted = _run_cli(tmp_path / "killed.yaml", env)
+    restarted = _run_cli(params, env)
     out, _ = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, out[-3000:]
     summary = json.loads((tmp_path / "killed.summary.json").read_text())
     assert summary["resumed_from"] >= 5, "the restarted run did not resume from the checkpoint"
-    assert summary["iterations"] == 40
+    assert summary["iterations"] == straight_run[0]["iterations"] == RESUME_ITERATIONS
+    _assert_same_generator(tmp_path / "killed.pt", straight_run[1])
 
-    # the uninterrupted run of the same config, in this process on the module's Ray
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
-    summary2 = train_fsr(FSRConfig(out=str(tmp_path / "straight.pt"), storage=str(tmp_path / "ray_straight"), **common))
-    assert summary2["iterations"] == summary["iterations"] == 40 and summary2["resumed_from"] == 0
+
+def _train_workers(sid: int) -> list[int]:
+    """Pids of the Ray Train workers in session `sid`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getsid(int(entry.name)) == sid \
+                    and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            pass
+    return sorted(pids)
+
+
+def test_a_worker_that_dies_is_replaced_and_training_resumes(tiny_run, straight_run, tmp_path):
+    """One Ray Train worker SIGKILLed mid-run: FailureConfig restarts the worker group from the
+    last checkpoint, and the run ends as the uninterrupted one (same iterations, same G)."""
+    params = tmp_path / "worker.yaml"
+    _write_params(params, _resume_config(tiny_run, tmp_path / "worker.pt", tmp_path / "ray"))
+    proc = _run_cli(params, _cli_env(tmp_path))
+    _wait_for_recorded_checkpoint(proc, tmp_path / "ray", freeze=True)
+    workers = _train_workers(proc.pid)
+    assert len(workers) == TINY_FSR["num_workers"], workers
+    os.kill(workers[-1], signal.SIGKILL)
+    _signal_session(proc.pid, signal.SIGCONT)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((tmp_path / "worker.summary.json").read_text())
+    assert summary["resumed_from"] >= 5, "the replaced worker group did not resume from the checkpoint"
+    assert summary["iterations"] == RESUME_ITERATIONS
+    _assert_same_generator(tmp_path / "worker.pt", straight_run[1])
