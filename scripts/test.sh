@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-python -m pytest -q "$@"
+python -m pytest -q --durations=25 "$@"
