@@ -13,7 +13,18 @@ import torch
 
 def save_model(model: torch.nn.Module, path, extra: dict | None = None) -> None:
     """Save model.cfg, the weights and `extra` to `path` (callers write to a temp file and rename)."""
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "extra": extra or {}}, path)
+    save_reproducibly({"config": asdict(model.cfg), "state_dict": model.state_dict(), "extra": extra or {}}, path)
+
+
+def save_reproducibly(obj: dict, path) -> None:
+    """torch.save through a file handle: the same object gives the same bytes whatever `path` is.
+
+    Given a path, torch names the zip archive's inner folder after the file, and the atomic
+    writes here save to a random temp name, so every run's model file hashed differently in
+    dvc.lock; through a handle the folder is always `archive`.
+    """
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_model(net_cls: type, config_cls: type, path, map_location: str | torch.device = "cpu",

@@ -42,6 +42,8 @@ from components.losses import (classification_weights, discriminator_losses, fea
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.discriminator import DiscriminatorConfig, FeatureDiscriminator
 from components.models.rrdb import FeatureGenerator, GeneratorConfig
+from components.models.saved import save_reproducibly
+
 
 FSR_LOSS_TERMS = ("l_g_gan", "l_g_percep", "l_g_feat", "l_d_real", "l_d_fake", "l_d_div")
 
@@ -321,8 +323,8 @@ def write_generator(cfg: FSRConfig, g_state: dict, iteration: int, feature_size:
     """Save G's config + weights atomically (loadable with weights_only=True); feature_size = d."""
     out = Path(cfg.out)
     with atomic_file(out) as tmp:
-        torch.save({"config": asdict(generator_config(cfg, feature_size)),
-                    "state_dict": g_state, "iteration": iteration, "train_config": asdict(cfg)}, tmp)
+        save_reproducibly({"config": asdict(generator_config(cfg, feature_size)),
+                           "state_dict": g_state, "iteration": iteration, "train_config": asdict(cfg)}, tmp)
     return out
 
 

@@ -60,6 +60,14 @@ def test_saved_model_loads_frozen_with_weights_only(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_the_same_model_saves_to_the_same_bytes_under_any_name(tmp_path):
+    """Model files are DVC outs: rerunning a stage must not change their hash (atomic writes use random temp names)."""
+    model = CovPoolFER(CovPoolConfig(**TINY))
+    save_covpool(model, tmp_path / ".teacher.a1b2c3.pt")
+    save_covpool(model, tmp_path / "teacher.pt")
+    assert (tmp_path / ".teacher.a1b2c3.pt").read_bytes() == (tmp_path / "teacher.pt").read_bytes()
+
+
 def test_class_weights_dampen_imbalance():
     import numpy as np
 
