@@ -61,16 +61,27 @@ def _run_cli(params: Path, env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _session_pids(sid: int, marker: bytes = b"") -> list[int]:
+    """Pids of the processes in session `sid` whose command line contains `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            pid = int(entry.name) if entry.name.isdigit() else None
+            if pid and os.getsid(pid) == sid and marker in (entry / "cmdline").read_bytes():
+                pids.append(pid)
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            pass
+    return sorted(pids)
+
+
 def _signal_session(sid: int, sig: int) -> None:
     """Send `sig` to every process of session `sid`: the CLI's driver, its Ray daemons, and the Ray
     workers (those run in process groups of their own, so killpg alone would miss them)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    os.kill(int(entry.name), sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _recorded_checkpoint(storage: Path) -> bool:
@@ -100,24 +111,22 @@ def _cli_env(tmp_path: Path) -> dict:
     return env
 
 
-def _wait_for_recorded_checkpoint(proc: subprocess.Popen, storage: Path, freeze: bool) -> None:
-    """Return once Ray's controller has recorded a checkpoint of the run `proc` drives.
+def _freeze_at_recorded_checkpoint(proc: subprocess.Popen, storage: Path) -> None:
+    """Return with the run `proc` drives stopped (SIGSTOP, its whole session) once Ray's
+    controller has recorded a checkpoint.
 
     A state.pt on disk is not enough: workers write checkpoints before the controller
-    registers them (a fresh-clone run was killed with two on disk and none recorded).
-    With `freeze`, the run's whole session is left stopped (SIGSTOP) at that moment, so a
-    kill cannot catch the snapshot half-written.
+    registers them (a fresh-clone run was killed with two on disk and none recorded). Looking
+    while the run is stopped means a kill cannot catch the snapshot half-written.
     """
     deadline = time.time() + 300
     while True:
         assert proc.poll() is None, f"run ended before its first checkpoint:\n{proc.stdout.read()[-3000:]}"
         assert time.time() < deadline, "no checkpoint recorded within 300 s"
-        if freeze:
-            _signal_session(proc.pid, signal.SIGSTOP)
+        _signal_session(proc.pid, signal.SIGSTOP)
         if _recorded_checkpoint(storage):
             return
-        if freeze:
-            _signal_session(proc.pid, signal.SIGCONT)
+        _signal_session(proc.pid, signal.SIGCONT)
         time.sleep(0.2)
 
 
@@ -132,15 +141,9 @@ def _assert_same_generator(a: Path, b: Path) -> None:
 def straight_run(tiny_run, ray_session, tmp_path_factory) -> tuple[dict, Path]:
     """The uninterrupted run that the interrupted ones must match, in this process on the module's Ray."""
     root = tmp_path_factory.mktemp("straight")
-    old_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         summary = train_fsr(_resume_config(tiny_run, root / "straight.pt", root / "ray"))
-    finally:
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_uri
     assert summary["iterations"] == RESUME_ITERATIONS and summary["resumed_from"] == 0
     return summary, root / "straight.pt"
 
@@ -152,7 +155,7 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_run, straight_run, tmp_path
     params = tmp_path / "killed.yaml"
     _write_params(params, _resume_config(tiny_run, tmp_path / "killed.pt", tmp_path / "ray"))
     proc = _run_cli(params, env)
-    _wait_for_recorded_checkpoint(proc, tmp_path / "ray", freeze=True)
+    _freeze_at_recorded_checkpoint(proc, tmp_path / "ray")
     _signal_session(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed.pt").exists()
@@ -164,19 +167,6 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_run, straight_run, tmp_path
     assert summary["resumed_from"] >= 5, "the restarted run did not resume from the checkpoint"
     assert summary["iterations"] == straight_run[0]["iterations"] == RESUME_ITERATIONS
     _assert_same_generator(tmp_path / "killed.pt", straight_run[1])
-
-
-def _train_workers(sid: int) -> list[int]:
-    """Pids of the Ray Train workers in session `sid`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and os.getsid(int(entry.name)) == sid \
-                    and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
-            pass
-    return sorted(pids)
 
 
 def test_a_worker_that_dies_is_replaced_and_training_resumes(tiny_run, straight_run, tmp_path, monkeypatch):
@@ -193,7 +183,7 @@ def test_a_worker_that_dies_is_replaced_and_training_resumes(tiny_run, straight_
         deadline = time.time() + 300
         while not _recorded_checkpoint(tmp_path / "ray") and time.time() < deadline:
             time.sleep(0.1)
-        seen.extend(_train_workers(os.getsid(0)))
+        seen.extend(_session_pids(os.getsid(0), b"RayTrainWorker"))
         if seen:
             os.kill(seen[-1], signal.SIGKILL)
 
