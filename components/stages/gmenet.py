@@ -122,8 +122,7 @@ def gme_train_loop(config: dict, ctx) -> None:
     keys = store.scale_keys if student else ["x1"]
     train_labels = np.asarray(store.array("train", "labels"))
     train = ScaledFaces(cfg.prepared, "train", keys, rows=np.arange(ctx.rank, len(train_labels), ctx.world_size))
-    valid_split = "valid" if "valid" in store.splits else "test"
-    valid = ScaledFaces(cfg.prepared, valid_split, (["x1"] if not student else []) + store.scale_keys) \
+    valid = ScaledFaces(cfg.prepared, "valid", (["x1"] if not student else []) + store.scale_keys) \
         if ctx.is_main else None
     teacher = load_gmenet(cfg.teacher).to(ctx.device) if student else None
 
@@ -191,6 +190,9 @@ def _train(cfg: GMETrainConfig) -> dict:
     from components.tracking import mlflow_run, tracking_uri
 
     store = PreparedStore(cfg.prepared)
+    if "valid" not in store.splits:
+        raise BadInput(f"{cfg.prepared}: no valid split to evaluate and select GME-Net on (splits: "
+                       f"{sorted(store.splits)}); set prepare.valid_fraction > 0 to carve one from train")
     if cfg.teacher:
         teacher = load_gmenet(cfg.teacher)
         if teacher.cfg != cfg.network(store.meta):
