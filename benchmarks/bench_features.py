@@ -17,10 +17,11 @@ import time
 
 import torch
 
+from components.config import FeaturesConfig
 from components.data.store import PreparedStore
 from components.models.covpool import load_covpool
 from components.runtime import images_to_tensor
-from components.stages.features import FeaturesConfig, block_images, cache_features, extract
+from components.stages.features import block_images, cache_features, extract
 
 
 def main() -> None:

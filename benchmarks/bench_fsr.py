@@ -18,9 +18,9 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from components.config import load_stage_config
+from components.config import FSRConfig, load_stage_config
 from components.distributed import run_local_training, run_ray_training
-from components.stages.train_fsr import FSRConfig, fsr_train_loop
+from components.training.fsr import fsr_train_loop
 
 
 def main() -> None:

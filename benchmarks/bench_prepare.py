@@ -21,7 +21,8 @@ import numpy as np
 from components.data.align import FaceAligner
 from components.data.degrade import degrade_bicubic, lr_size
 from components.data.ferplus import read_ferplus
-from components.data.records import BadInput, load_image
+from components.data.records import load_image
+from components.io import BadInput
 
 FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
 SCALES = (2, 3, 4, 5, 6, 7, 8)

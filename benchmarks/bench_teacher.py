@@ -15,12 +15,11 @@ import time
 import numpy as np
 import torch
 
-from components.config import load_stage_config
+from components.config import TeacherConfig, load_stage_config
 from components.data.augment import AugmentConfig, augment_batch, build_train_transform
 from components.data.store import PreparedStore
 from components.models.covpool import CovPoolConfig, CovPoolFER
 from components.runtime import images_to_tensor
-from components.stages.teacher import TeacherConfig
 
 
 def main() -> None:

@@ -6,17 +6,25 @@ the defaults.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout [tuned.json]
 """
-import sys, json, time
+import json
+import sys
+import time
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy as np, torch
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from dataclasses import asdict
-from components.stages.train_fsr import FSRConfig, fsr_train_loop, PairedFeatures, fsr_accuracy_per_scale, generator_config
-from components.stages.features import FeatureCache
+
+from components.config import FSRConfig
+from components.data.feature_cache import FeatureCache
 from components.distributed import run_local_training
 from components.models.covpool import load_covpool
 from components.models.rrdb import FeatureGenerator
+from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop, generator_config
+
 its, root = int(sys.argv[1]), sys.argv[2]
 tuned = json.loads(Path(sys.argv[3]).read_text())["best"] if len(sys.argv) > 3 else {}
 cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", channels=8, growth=8, blocks=1,

@@ -25,7 +25,9 @@ cache = Path("benchmarks/.cache").resolve()
 cache.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'ferplus_gmenet_mlflow.db'}")
 
-from components.stages.gmenet import GMETrainConfig, train_gme_teacher, train_gmenet  # noqa: E402
+from components.config import GMETrainConfig
+from components.stages.gme_teacher import train_gme_teacher
+from components.stages.gme_train import train_gmenet
 
 root, teacher_its, student_its = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lambda_at = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0

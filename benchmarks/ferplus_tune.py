@@ -23,8 +23,8 @@ cache = Path("benchmarks/.cache").resolve()
 cache.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'ferplus_tune_mlflow.db'}")
 
-from components.stages.train_fsr import FSRConfig  # noqa: E402
-from components.stages.tune import FSRTuneConfig, tune_fsr  # noqa: E402
+from components.config import FSRConfig, FSRTuneConfig
+from components.stages.tune import tune_fsr
 
 root, trials, iterations, report_every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 base = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", out=str(cache / "fsr_tune.pt"),

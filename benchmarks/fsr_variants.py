@@ -22,11 +22,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from components.config import FSRConfig
 from components.distributed import run_local_training  # noqa: E402
 from components.models.covpool import load_covpool  # noqa: E402
 from components.models.rrdb import FeatureGenerator  # noqa: E402
-from components.stages.train_fsr import (FSRConfig, PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop,  # noqa: E402
-                                         generator_config)
+from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop, generator_config
 
 
 def main(variant: dict, name: str) -> dict:

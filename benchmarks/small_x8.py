@@ -23,18 +23,22 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.config import PrepareConfig  # noqa: E402
+from components.config import (
+    EvaluateConfig,
+    FeaturesConfig,
+    PrepareConfig,  # noqa: E402
+    TeacherConfig,
+)
+from components.data.feature_cache import FeatureCache
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb  # noqa: E402
-from components.stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
-from components.stages.features import FeatureCache, FeaturesConfig, cache_features  # noqa: E402
+from components.stages.evaluate import evaluate
+from components.stages.features import cache_features
 from components.stages.prepare import prepare  # noqa: E402
-from components.stages.teacher import TeacherConfig, train_teacher  # noqa: E402
-
+from components.stages.teacher import train_teacher
 
 SPLITS = ("valid", "test")  # pooled
 
@@ -58,9 +62,10 @@ def chain(root: Path, args) -> None:
 
 
 def fsr(root: Path, seed: int, iterations: int) -> dict:
+    from components.config import FSRConfig
     from components.distributed import run_local_training
     from components.stages.evaluate import bicubic_probs, fsr_probs_fn, pooled_accuracy
-    from components.stages.train_fsr import FSRConfig, fsr_train_loop, write_generator
+    from components.training.fsr import fsr_train_loop, write_generator
 
     cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), out=str(root / f"fsr{seed}.pt"),
                     channels=8, growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01,
@@ -77,9 +82,13 @@ def fsr(root: Path, seed: int, iterations: int) -> dict:
 
 
 def gme(root: Path, seed: int, teacher_its: int, student_its: int) -> dict:
+    from components.config import GMETrainConfig
+    from components.data.store import ScaledFaces
     from components.distributed import init_ray
     from components.models.gmenet import load_gmenet
-    from components.stages.gmenet import GMETrainConfig, ScaledFaces, accuracy_per_scale, train_gme_teacher, train_gmenet
+    from components.stages.gme_teacher import train_gme_teacher
+    from components.stages.gme_train import train_gmenet
+    from components.training.gme import accuracy_per_scale
 
     init_ray(num_cpus=2)
     base = GMETrainConfig(prepared=str(root / "prepared"), storage=str(root / f"ray{seed}"), stem_channels=8,

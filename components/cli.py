@@ -10,82 +10,96 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
+from typing import Callable
 
-from components.data.records import BadInput
+from components import config
+from components.config import PromoteConfig, load_stage_config, parse_overrides
+from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
+from components.io import BadInput, atomic_write_text
+from components.registry import promote
+from components.stages import (
+    compare,
+    evaluate,
+    features,
+    gme_teacher,
+    gme_train,
+    prepare,
+    register,
+    register_gmenet,
+    teacher,
+    train_fsr,
+    tune,
+)
 
 
 def _cmd_synth(args: argparse.Namespace) -> dict:
-    from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
-
     cfg = SyntheticConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class, seed=args.seed)
     return {"out": args.out, "counts": write_synthetic_rafdb(args.out, cfg)}
-
-
-def _stage(module: str, config: str, function: str, section: str, extra: dict | None = None):
-    """A sub-command that loads params.yaml[section] into `config` and calls `function`.
-
-    extra: keyword -> (module, config class, section) of further configs the stage is handed
-    (the tune stage gets train_fsr's config as the base of its trials).
-    """
-
-    def run(args: argparse.Namespace) -> dict:
-        import importlib
-
-        from components.config import load_stage_config, parse_overrides
-
-        overrides = parse_overrides(args.set)
-        used = {section} | {spec[2] for spec in (extra or {}).values()}
-        if set(overrides) - used:
-            raise BadInput(f"--set: `fsrfer {section}` reads params sections {sorted(used)}, "
-                           f"not {sorted(set(overrides) - used)}")
-
-        def load(mod_name: str, cls: str, sec: str):
-            return load_stage_config(getattr(importlib.import_module(mod_name), cls), sec, args.params,
-                                     overrides.get(sec))
-
-        kwargs = {name: load(*spec) for name, spec in (extra or {}).items()}
-        return getattr(importlib.import_module(module), function)(load(module, config, section), **kwargs)
-
-    return run
 
 
 def _cmd_promote(args: argparse.Namespace) -> dict:
     from dataclasses import replace
 
-    from components.config import load_stage_config
-    from components.registry import PromoteConfig, promote
 
     cfg = load_stage_config(PromoteConfig, "promote", args.params)
     overrides = {k: v for k, v in (("model_name", args.model), ("version", args.version)) if v}
     return promote(replace(cfg, **overrides))
 
 
-# stage name -> (module, config class, stage function, help[, extra configs]): the DVC stages, in pipeline order
-STAGES = {
-    "prepare": ("components.stages.prepare", "PrepareConfig", "prepare",
-                "align, degrade at every scale and pack the dataset"),
-    "teacher": ("components.stages.teacher", "TeacherConfig", "train_teacher",
-                "train the frozen FER model (CovPoolFER) on the HR training split"),
-    "features": ("components.stages.features", "FeaturesConfig", "cache_features",
-                 "cache the frozen extractor's features of HR and every LR scale"),
-    "tune": ("components.stages.tune", "FSRTuneConfig", "tune_fsr",
-             "Ray Tune search over sigma, r, k, p (opt-in: tune.enabled)",
-             {"base": ("components.stages.train_fsr", "FSRConfig", "train_fsr")}),
-    "train_fsr": ("components.stages.train_fsr", "FSRConfig", "train_fsr",
-                  "train the FSR-FER GAN on Ray Train (several workers)"),
-    "evaluate": ("components.stages.evaluate", "EvaluateConfig", "evaluate",
-                 "per-scale accuracy table, plots and confusion matrices"),
-    "register": ("components.stages.register", "RegisterConfig", "register",
-                 "log FSR-FER as an MLflow pyfunc and register a new version as `challenger`"),
-    "gme_teacher": ("components.stages.gmenet", "GMETrainConfig", "train_gme_teacher",
-                    "train GME-Net's HR teacher on Ray Train"),
-    "gme_train": ("components.stages.gmenet", "GMETrainConfig", "train_gmenet",
-                  "train the GME-Net LR student (CE + attention-similarity distillation) on Ray Train"),
-    "compare": ("components.stages.compare", "CompareConfig", "compare",
-                "the evaluate table with GME-Net's column, and parameters/FLOPs of every path"),
-    "register_gmenet": ("components.stages.register", "RegisterGMEConfig", "register_gmenet",
-                        "log GME-Net as an MLflow pyfunc and register a new version of `gmenet` as `challenger`"),
-}
+@dataclass(frozen=True)
+class Stage:
+    """One DVC stage: its params section, typed config, function, help text and extra configs."""
+
+    section: str
+    config: type
+    run: Callable[..., dict]
+    help: str
+    extra: dict = field(default_factory=dict)
+
+
+def _stage(stage: Stage):
+    """A sub-command that loads params.yaml[stage.section] into stage.config and calls stage.run.
+
+    stage.extra: keyword -> (config class, section) of further configs the stage is handed
+    (the tune stage gets train_fsr's config as the base of its trials).
+    """
+
+    def run(args: argparse.Namespace) -> dict:
+        overrides = parse_overrides(args.set)
+        used = {stage.section} | {sec for _, sec in stage.extra.values()}
+        if set(overrides) - used:
+            raise BadInput(f"--set: `fsrfer {stage.section}` reads params sections {sorted(used)}, "
+                           f"not {sorted(set(overrides) - used)}")
+        kwargs = {name: load_stage_config(cls, sec, args.params, overrides.get(sec))
+                  for name, (cls, sec) in stage.extra.items()}
+        return stage.run(load_stage_config(stage.config, stage.section, args.params, overrides.get(stage.section)),
+                         **kwargs)
+
+    return run
+
+
+# The DVC stages, in pipeline order (dvc.yaml); one module each, named after the stage.
+STAGES = {stage.section: stage for stage in [
+    Stage("prepare", config.PrepareConfig, prepare.prepare, "align, degrade at every scale and pack the dataset"),
+    Stage("teacher", config.TeacherConfig, teacher.train_teacher,
+          "train the frozen FER model (CovPoolFER) on the HR training split"),
+    Stage("features", config.FeaturesConfig, features.cache_features,
+          "cache the frozen extractor's features of HR and every LR scale"),
+    Stage("tune", config.FSRTuneConfig, tune.tune_fsr, "Ray Tune search over sigma, r, k, p (opt-in: tune.enabled)",
+          {"base": (config.FSRConfig, "train_fsr")}),
+    Stage("train_fsr", config.FSRConfig, train_fsr.train_fsr, "train the FSR-FER GAN on Ray Train (several workers)"),
+    Stage("evaluate", config.EvaluateConfig, evaluate.evaluate, "per-scale accuracy table, plots and confusion matrices"),
+    Stage("register", config.RegisterConfig, register.register,
+          "log FSR-FER as an MLflow pyfunc and register a new version as `challenger`"),
+    Stage("gme_teacher", config.GMETrainConfig, gme_teacher.train_gme_teacher, "train GME-Net's HR teacher on Ray Train"),
+    Stage("gme_train", config.GMETrainConfig, gme_train.train_gmenet,
+          "train the GME-Net LR student (CE + attention-similarity distillation) on Ray Train"),
+    Stage("compare", config.CompareConfig, compare.compare,
+          "the evaluate table with GME-Net's column, and parameters/FLOPs of every path"),
+    Stage("register_gmenet", config.RegisterGMEConfig, register_gmenet.register_gmenet,
+          "log GME-Net as an MLflow pyfunc and register a new version of `gmenet` as `challenger`"),
+]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,14 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_cmd_synth)
 
-    for name, (module, config, function, help_text, *extra) in STAGES.items():
-        stage = sub.add_parser(name, help=f"{help_text} (params.yaml: {name})")
+    for spec in STAGES.values():
+        stage = sub.add_parser(spec.section, help=f"{spec.help} (params.yaml: {spec.section})")
         stage.add_argument("--params", default="params.yaml")
         stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
         stage.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                            help="override a params value for this run only (repeatable; e.g. tune.enabled=true). "
                                 "Outside DVC: for runs that `dvc repro` must reproduce, edit params.yaml")
-        stage.set_defaults(run=_stage(module, config, function, name, *extra))
+        stage.set_defaults(run=_stage(spec))
     promote = sub.add_parser("promote", help="move alias `champion` to the challenger if it beats the champion "
                                               "(rule: components/registry.py; params.yaml: promote)")
     promote.add_argument("--params", default="params.yaml")
@@ -128,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, default=str)
     print(text)
     if getattr(args, "summary", None):
-        from components.data.store import atomic_write_text
-
         atomic_write_text(args.summary, text + "\n")
     return 0
 

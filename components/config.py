@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 
-from components.data.records import BadInput
+from components.io import BadInput
 
 DATASETS = ("rafdb", "ferplus", "fer2013", "folders", "expw")
 
@@ -64,6 +65,262 @@ class PrepareConfig:
             raise BadInput("prepare.classes: the image-folder layout needs the class names")
 
 
+BALANCE_MODES = ("weighted_loss", "sampler", "none")
+TARGETS = ("hard", "votes")
+SCHEDULES = ("cosine", "onecycle")
+DTYPES = {"float32": np.float32, "float16": np.float16}
+SEARCHED = ("sigma", "r", "k", "p")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    prepared: str = "data/prepared"
+    out: str = "models/teacher.pt"
+    conv_channels: tuple[int, ...] = (64, 96, 128, 128, 256, 256)
+    pool_after: tuple[int, ...] = (0, 1, 3)
+    bimap_dim: int = 128
+    fc_dims: tuple[int, int] = (2000, 128)
+    dropout: float = 0.5
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    balance: str = "weighted_loss"
+    balance_power: float = 0.5  # class weight ~ (1 / frequency)^power; 1 = full inverse frequency
+    augment: bool = True
+    erase_p: float = 0.0  # random erasing probability per face (after augmentation)
+    targets: str = "hard"  # hard | votes
+    label_smoothing: float = 0.0
+    schedule: str = "cosine"  # cosine (per epoch) | onecycle (per step, warm-up then cosine)
+    warmup: float = 0.3  # onecycle: share of the steps spent warming up to lr
+    seed: int = 0
+    device: str = "auto"
+    experiment: str = "fsrfer-teacher"
+
+    def __post_init__(self) -> None:
+        if self.balance not in BALANCE_MODES:
+            raise BadInput(f"teacher.balance: {self.balance!r} is not one of {BALANCE_MODES}")
+        if self.targets not in TARGETS:
+            raise BadInput(f"teacher.targets: {self.targets!r} is not one of {TARGETS}")
+        if self.schedule not in SCHEDULES:
+            raise BadInput(f"teacher.schedule: {self.schedule!r} is not one of {SCHEDULES}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.erase_p <= 1 or not 0 < self.warmup < 1:
+            raise BadInput("teacher.label_smoothing must be in [0, 1), teacher.erase_p in [0, 1], "
+                           "teacher.warmup in (0, 1)")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise BadInput("teacher.epochs, teacher.batch_size and teacher.lr must be positive")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    prepared: str = "data/prepared"
+    teacher: str = "models/teacher.pt"
+    out: str = "data/features"
+    dtype: str = "float32"
+    batch_size: int = 128
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise BadInput(f"features.dtype: {self.dtype!r} is not one of {sorted(DTYPES)}")
+        if self.batch_size < 1:
+            raise BadInput(f"features.batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class FSRTuneConfig:
+    enabled: bool = False
+    out: str = "models/tuned_fsr.json"
+    # search ranges (uniform); the paper's values: sigma 1.5, r 1, k 2, p 6
+    sigma: tuple[float, float] = (1.1, 2.0)
+    r: tuple[float, float] = (0.5, 2.0)
+    k: tuple[float, float] = (0.5, 4.0)
+    p: tuple[float, float] = (2.0, 8.0)
+    num_samples: int = 8
+    max_concurrent_trials: int = 1  # on a cluster: as many as fit; no code change
+    iterations: int = 600  # per trial, at most
+    report_every: int = 100  # iterations between reports (ASHA's time unit is one report)
+    grace_period: int = 2  # reports before ASHA may stop a trial
+    reduction_factor: int = 2
+    # resources per trial: Ray Train workers, CPUs each, GPUs each (> 0: NCCL on GPUs)
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    driver_cpus: float = 0.5  # the trial's driver (it only waits on its TorchTrainer)
+    seed: int = 0
+    storage: str = "data/ray_results"
+    run_name: str = "tune_fsr"
+    experiment: str = "fsrfer-tune"
+
+    def __post_init__(self) -> None:
+        for name in SEARCHED:
+            low, high = getattr(self, name)
+            if not low < high:
+                raise BadInput(f"tune.{name}: range must be [low, high] with low < high, got {[low, high]}")
+        if self.sigma[0] <= 1:
+            raise BadInput(f"tune.sigma: lower bound must be > 1 (w = (sigma - p)^r > 0), got {self.sigma[0]}")
+        if min(self.k[0], self.p[0], self.r[0]) <= 0:
+            raise BadInput("tune.k, tune.p and tune.r ranges must be positive")
+        if self.num_samples < 1 or self.report_every < 1 or self.iterations < self.report_every:
+            raise BadInput("tune.num_samples >= 1 and tune.iterations >= tune.report_every >= 1 are required")
+
+
+@dataclass(frozen=True)
+class FSRConfig:
+    features: str = "data/features"
+    teacher: str = "models/teacher.pt"
+    out: str = "models/fsr.pt"
+    # G (reference code: 32 channels, growth 16, 6 RRDBs) and D (8 base channels, FC 100)
+    channels: int = 32
+    growth: int = 16
+    blocks: int = 6
+    batch_norm: bool = False
+    dense_residual: bool = False  # not in the paper: a dense residual over the matrix (components/models/rrdb.py)
+    d_base_channels: int = 8
+    # losses (paper eq. 10 weights 1/1/1; reference code 1/10/0.01)
+    w_gan: float = 1.0
+    w_percep: float = 1.0
+    w_feat: float = 1.0
+    k: float = 2.0
+    p: float = 6.0
+    sigma: float = 1.5
+    r: float = 1.0
+    detach_weights: bool = True  # reference code lets gradients flow through w (False)
+    # optimisation (paper: lr 2e-4 halved at 20k, 50k, 100k, 200k)
+    lr: float = 2e-4
+    milestones: tuple[int, ...] = (20000, 50000, 100000, 200000)
+    iterations: int = 300000
+    pretrain_iterations: int = 0  # G with the feature L2 loss only, before the GAN
+    batch_size: int = 32
+    seed: int = 0
+    # Ray Train
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    checkpoint_every: int = 1000
+    eval_every: int = 1000
+    storage: str = "data/ray_results"
+    run_name: str = "train_fsr"
+    experiment: str = "fsrfer-train"
+    tuned: str = ""  # the tune stage's result: its best sigma, r, k, p replace the values above
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 1:
+            raise BadInput(f"fsr.sigma: must be > 1 so that w = (sigma - p)^r stays positive, got {self.sigma}")
+        if self.k <= 0 or self.p <= 0:
+            raise BadInput(f"fsr.k and fsr.p must be positive, got k={self.k}, p={self.p}")
+        if self.iterations < 1 or self.batch_size < 2 or self.num_workers < 1:
+            raise BadInput("fsr.iterations, fsr.batch_size (>= 2) and fsr.num_workers must be positive")
+        if self.checkpoint_every < 1 or self.eval_every < 1:
+            raise BadInput("fsr.checkpoint_every and fsr.eval_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    features: str = "data/features"
+    teacher: str = "models/teacher.pt"
+    fsr: str = "models/fsr.pt"  # "" leaves the FSR-FER column out
+    metrics: str = "metrics/evaluate.json"
+    plots: str = "plots"
+    splits: tuple[str, ...] = ("valid", "test")
+    experiment: str = "fsrfer-evaluate"
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    prepared: str = "data/prepared"
+    features: str = "data/features"
+    teacher: str = "models/teacher.pt"
+    fsr: str = "models/fsr.pt"
+    metrics: str = "metrics/evaluate.json"
+    out: str = "registry/fsrfer.json"
+    model_name: str = "fsrfer"
+    experiment: str = "fsrfer-register"
+
+
+@dataclass(frozen=True)
+class RegisterGMEConfig:
+    prepared: str = "data/prepared"
+    gmenet: str = "models/gmenet.pt"
+    metrics: str = "metrics/compare.json"  # the compare stage's table (GME-Net's column)
+    out: str = "registry/gmenet.json"
+    model_name: str = "gmenet"
+    experiment: str = "fsrfer-register"
+
+
+@dataclass(frozen=True)
+class GMETrainConfig:
+    prepared: str = "data/prepared"
+    teacher: str = ""  # "" trains the HR teacher; else the frozen teacher the LR student distils from
+    out: str = "models/gmenet.pt"
+    # network sizes (components/models/gmenet.py)
+    stem_channels: int = 32
+    local_channels: tuple[int, ...] = (32, 64, 128)
+    global_channels: tuple[int, ...] = (32, 64, 128)
+    dilations: tuple[int, ...] = (1, 2, 3)
+    reduction: int = 4
+    spatial_kernel: int = 7
+    fusion_dim: int = 256
+    dropout: float = 0.3
+    # training
+    lambda_at: float = 5.0  # A-SKD weight (paper of A-SKD: 5)
+    iterations: int = 6000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    balance_power: float = 0.5
+    flip: bool = True
+    seed: int = 0
+    # Ray Train
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    storage: str = "data/ray_results"
+    run_name: str = "gme_train"
+    experiment: str = "fsrfer-gmenet"
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 2 or self.num_workers < 1 or self.lr <= 0:
+            raise BadInput("gmenet: iterations, batch_size (>= 2), num_workers and lr must be positive")
+        if self.checkpoint_every < 1 or self.eval_every < 1:
+            raise BadInput("gmenet: checkpoint_every and eval_every must be >= 1")
+        if self.lambda_at < 0:
+            raise BadInput(f"gmenet.lambda_at must be >= 0, got {self.lambda_at}")
+
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    prepared: str = "data/prepared"
+    evaluate: str = "metrics/evaluate.json"  # the evaluate stage's table
+    teacher: str = "models/teacher.pt"
+    fsr: str = "models/fsr.pt"  # "" leaves FSR-FER's cost out
+    gmenet: str = "models/gmenet.pt"
+    metrics: str = "metrics/compare.json"
+    plots: str = "plots/compare"
+    experiment: str = "fsrfer-evaluate"
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    min_gain: float = 0.0  # mean accuracy over LR scales must beat the champion's by more than this
+    tolerance: float = 0.02  # no single scale may drop more than this below the champion's
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    model_name: str = "fsrfer"
+    version: str = ""  # "" = the version holding the `challenger` alias
+    min_gain: float = 0.0
+    tolerance: float = 0.02
+
+    @property
+    def rule(self) -> PromotionRule:
+        return PromotionRule(self.min_gain, self.tolerance)
+
+
 C = TypeVar("C")
 
 
@@ -110,3 +367,5 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
 def scale_key(factor: float) -> str:
     """Name of a scale in stores and tables: 2 -> 'x2', 2.5 -> 'x2.5'."""
     return f"x{int(factor)}" if float(factor).is_integer() else f"x{factor:g}"
+
+

@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from components.runtime import pick_device
+
 
 @dataclass
 class WorkerContext:
@@ -197,7 +199,6 @@ class LocalResult:
 
 def run_local_training(loop: Callable, config: dict, device: torch.device | None = None) -> LocalResult:
     """Run `loop` in this process, no Ray: one worker, checkpoints kept in a temp folder."""
-    from components.runtime import pick_device
 
     device = device or pick_device()
     store = Path(tempfile.mkdtemp(prefix="local-train-"))

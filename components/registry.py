@@ -1,5 +1,10 @@
 """The MLflow model registry: new versions enter as `challenger`; a gated rule moves `champion`.
 
+Registration (`log_and_register`, used by the register and register_gmenet stages): the
+model is logged as a pyfunc from code (components/serving/<entry>) with its artifacts, a
+signature and an input example (a real LR face of the test split at the largest scale),
+and registered as a new version with alias `challenger` and its tags.
+
 Every registered version carries its validation metrics as version tags
 (`valid_acc_x2` ... one per LR scale, `valid_acc_mean` over them), plus data and code
 identity (`data_sha256`, `teacher_sha256`, `dvc_lock_sha256`, `git_commit`) and the
@@ -17,32 +22,26 @@ The decision and its reason are written as version tags (`promotion_decision`,
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
 
-from components.data.records import BadInput
+import cv2
+import numpy as np
+
+from components.config import PromoteConfig, PromotionRule
+from components.data.store import PreparedStore
+from components.io import BadInput, atomic_write_text
+from components.serving.fsrfer import ServingConfig, decode_image, probabilities_frame, write_serving_config
+from components.tracking import mlflow_run, tracking_uri
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_PREFIX = "valid_acc_"
-
-
-@dataclass(frozen=True)
-class PromotionRule:
-    min_gain: float = 0.0  # mean accuracy over LR scales must beat the champion's by more than this
-    tolerance: float = 0.02  # no single scale may drop more than this below the champion's
-
-
-@dataclass(frozen=True)
-class PromoteConfig:
-    model_name: str = "fsrfer"
-    version: str = ""  # "" = the version holding the `challenger` alias
-    min_gain: float = 0.0
-    tolerance: float = 0.02
-
-    @property
-    def rule(self) -> PromotionRule:
-        return PromotionRule(self.min_gain, self.tolerance)
+COMPONENTS = Path(__file__).resolve().parent
+SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "pandas", "mlflow")
 
 
 def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
@@ -99,7 +98,6 @@ def promote(cfg: PromoteConfig) -> dict:
     """Apply the rule to a version of `cfg.model_name` (default: the challenger); tag the decision."""
     import mlflow
 
-    from components.tracking import tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri())
     if cfg.version:
@@ -122,3 +120,95 @@ def promote(cfg: PromoteConfig) -> dict:
     # versions are ints in the record whatever the store (the REST client returns strings)
     return {"model": cfg.model_name, "version": int(candidate.version), "promoted": promoted, "reason": reason,
             "champion": int(candidate.version) if promoted else (int(champion.version) if champion else None)}
+
+
+def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
+    """Version tags from the evaluate table: valid_acc_<scale> (LR scales), their mean, test_acc_*, bicubic_*."""
+    if "valid" not in table or method not in table["valid"]:
+        raise BadInput(f"evaluate table has no valid/{method} rows (splits: {sorted(table)}); run `fsrfer evaluate`"
+                       f" with the {method} model configured")
+    tags = {}
+    lr_scales = [k for k in table["valid"][method] if k != "x1"]
+    for split, prefix in (("valid", METRIC_PREFIX), ("test", "test_acc_")):
+        for key, row in table.get(split, {}).get(method, {}).items():
+            if key != "x1":
+                tags[f"{prefix}{key}"] = f"{row['accuracy']:.6f}"
+        for key, row in table.get(split, {}).get("bicubic", {}).items():
+            tags[f"bicubic_{prefix}{key}"] = f"{row['accuracy']:.6f}"
+    tags[f"{METRIC_PREFIX}mean"] = f"{np.mean([table['valid'][method][k]['accuracy'] for k in lr_scales]):.6f}"
+    tags["scales"] = ",".join(lr_scales)
+    return tags
+
+
+def input_example_frame(store: PreparedStore):
+    """One real face of the test split (else the first split) at the largest LR scale, as PNG bytes."""
+    import pandas as pd
+
+    split = "test" if "test" in store.splits else store.splits[0]
+    face = np.asarray(store.array(split, store.scale_keys[-1])[0])  # (h, w, C) RGB or gray
+    bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR) if face.shape[2] == 3 else face[:, :, 0]
+    ok, png = cv2.imencode(".png", bgr)
+    assert ok
+    return pd.DataFrame({"image": [png.tobytes()]})
+
+
+def require_files(*paths: str) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise BadInput(f"register: {path} does not exist; run the stages before registering")
+
+
+def serving_config(store: PreparedStore):
+    return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes))
+
+
+def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,
+                     tags: dict[str, str]) -> dict:
+    """Log the pyfunc of `entry` (components/serving/<entry>, model from code) with `artifacts`, a
+    signature from `predictor` on the input example, register a version of cfg.model_name with
+    `tags` and alias challenger, write cfg.out; returns the record."""
+    import mlflow
+
+
+    serving = predictor.cfg
+    example = input_example_frame(store)
+    faces = [decode_image(b, serving.channels, "input example") for b in example["image"]]
+    example_output = probabilities_frame(predictor.predict_proba(faces), serving.classes, [""] * len(faces))
+    signature = mlflow.models.infer_signature(example, example_output)
+
+    with mlflow_run(cfg.experiment, f"register-{cfg.model_name}", params=asdict(cfg)) as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)})
+        run_tags = mlflow.get_run(run.info.run_id).data.tags
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(COMPONENTS / "serving" / entry),
+            artifacts=artifacts | {"serving_config": str(write_serving_config(serving, Path(tmp) / "serving.json"))},
+            code_paths=[str(COMPONENTS)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[_pinned(name) for name in SERVING_REQUIREMENTS],
+        )
+        for key in ("git_commit", "dvc_lock_sha256"):
+            if key in run_tags:
+                tags[key] = run_tags[key]
+        version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
+        client = mlflow.MlflowClient(tracking_uri())
+        client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
+        # versions are ints in the record whatever the store (the REST client returns strings)
+        record = {"model_name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
+                  "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                  "model_uri": f"models:/{cfg.model_name}/{version.version}",
+                  "valid_acc_mean": float(tags[f"{METRIC_PREFIX}mean"]), "tracking_uri": tracking_uri()}
+    atomic_write_text(cfg.out, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _pinned(name: str) -> str:
+    """`name==<installed version>` (local version suffixes such as +cpu dropped)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name}=={version(name).split('+')[0]}"
+    except PackageNotFoundError:
+        return name

@@ -1,4 +1,4 @@
-"""Run-time choices shared by the training stages: device and seeding."""
+"""Run-time pieces shared by training, evaluation and serving: device, seeding, image batches, inference."""
 
 from __future__ import annotations
 
@@ -34,3 +34,16 @@ def images_to_tensor(images: np.ndarray, device: torch.device | None = None) -> 
     t = torch.from_numpy(np.array(images, dtype=np.uint8, order="C"))  # a copy: memmaps are read-only
     t = t.permute(0, 3, 1, 2).float().div_(255.0)
     return t.to(device) if device is not None else t
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu",
+                  batch_size: int = 128) -> np.ndarray:
+    """Class probabilities (N, K) of an image classifier in eval mode on uint8 faces (N, H, W, C);
+    the model's training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    out = [torch.softmax(model(images_to_tensor(images[i : i + batch_size], device)), dim=1).cpu().numpy()
+           for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.num_classes), np.float32)

@@ -21,6 +21,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from components.io import atomic_file
+from components.metrics import format_table
+
 BAD_INPUT_EXIT = 2  # `fsrfer` exits 2 on bad input (components/cli.py): retrying cannot help
 
 
@@ -94,7 +97,6 @@ def update_params_file(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
     """Set 'section.key' values in params.yaml (comments kept; atomic); returns the ones that changed."""
     from ruamel.yaml import YAML
 
-    from components.data.store import atomic_file
 
     yaml = YAML()
     yaml.preserve_quotes = True
@@ -171,7 +173,6 @@ def mlflow_ui_url(tracking_uri: str) -> str:
 def publish_report(project: Path, record_path: str, metrics_path: str, stage_results: dict[str, str],
                    decision: dict | None, artifact_key: str) -> str:
     """Prefect artifacts: the per-scale accuracy table (markdown) and links to the MLflow run and version."""
-    from components.stages.evaluate import format_table
 
     table = json.loads((project / metrics_path).read_text())
     cost = table.get("cost", {}) if "table" in table else {}  # the compare stage's {"table", "cost"}

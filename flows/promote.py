@@ -6,7 +6,6 @@ the rule in components/registry.py allows it (the decision and reason become ver
 
 from __future__ import annotations
 
-
 from prefect import flow
 
 from flows.pipeline import project_root, promote_task

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from components.config import PrepareConfig
+from components.config import EvaluateConfig, FeaturesConfig, PrepareConfig, TeacherConfig
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
-from components.stages.evaluate import EvaluateConfig, evaluate
-from components.stages.features import FeaturesConfig, cache_features
+from components.stages.evaluate import evaluate
+from components.stages.features import cache_features
 from components.stages.prepare import prepare
-from components.stages.teacher import TeacherConfig, train_teacher
+from components.stages.teacher import train_teacher
 
 TINY_TEACHER = dict(conv_channels=(16, 32, 48, 48, 64, 64), pool_after=(0, 1, 3), bimap_dim=24,
                     fc_dims=(128, 64), epochs=12, batch_size=32, lr=2e-3, augment=False, experiment="test-teacher")
@@ -62,6 +62,24 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
     return TinyRun(root, root / "prepared", root / "teacher.pt", root / "features", teacher, feats, table)
+
+
+# Tiers: `pytest -m "not slow"` is the fast one (code, data and the quick model tests on `tiny_run`);
+# slow is all of tests/e2e/ and any test that needs one of these fixtures, directly or through another:
+SLOW_FIXTURES = {
+    "ray_session",       # here: a local Ray; its users train on Ray Train (test_train_fsr, test_gmenet_train)
+    "straight_run",      # test_train_fsr.py: the uninterrupted 2-worker Ray Train run the resume tests match
+    "search",            # test_tune.py: the 4-trial Ray Tune search
+    "gme_runs",          # test_gmenet_train.py: GME-Net teacher + student on Ray Train
+    "default_size_run",  # test_fsr_behaviour.py: the 100 px default data, a 30-epoch teacher (then an 800-step G)
+}
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in item.path.parents or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 def short_tmpdir() -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data.records import BadInput, FaceRecord, Reject, resolve_inside
+from components.data.records import FaceRecord, Reject, resolve_inside
+from components.io import BadInput
 
 EXPW_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 

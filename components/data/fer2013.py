@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.records import BadInput, FaceRecord, Reject
+from components.data.records import FaceRecord, Reject
+from components.io import BadInput
 
 FER2013_CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "valid", "PrivateTest": "test"}

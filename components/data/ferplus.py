@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.records import BadInput, FaceRecord, Reject, resolve_inside
+from components.data.records import FaceRecord, Reject, resolve_inside
+from components.io import BadInput
 
 FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 FERPLUS_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}

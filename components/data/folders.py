@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data.records import BadInput, FaceRecord, Reject
+from components.data.records import FaceRecord, Reject
+from components.io import BadInput
 
 SPLIT_ALIASES = {
     "train": "train", "training": "train",

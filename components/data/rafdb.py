@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.data.records import BadInput, FaceRecord, Reject, resolve_inside
+from components.data.records import FaceRecord, Reject, resolve_inside
+from components.io import BadInput
 
 RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"

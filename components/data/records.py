@@ -13,11 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from components.io import BadInput
+
 SPLITS = ("train", "valid", "test")
-
-
-class BadInput(ValueError):
-    """A file, row or parameter that cannot be used; the message names it and says why."""
 
 
 @dataclass

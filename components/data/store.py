@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from components.data.degrade import upscale_to
 from components.data.records import Reject
+from components.io import atomic_directory
 
 
 @dataclass
@@ -37,49 +34,6 @@ class SplitArrays:
     lr: dict[str, np.ndarray]
     labels: np.ndarray
     votes: np.ndarray
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path` (same suffix); on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` atomically (temp file beside it, then rename)."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-
-@contextmanager
-def atomic_directory(out: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `out`; on success it replaces `out` in one rename, on error it is removed."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary output
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_store(
@@ -150,3 +104,17 @@ class PreparedStore:
     def rejects(self) -> list[dict]:
         with open(self.root / "rejects.csv", newline="") as fh:
             return list(csv.DictReader(fh))
+
+
+class ScaledFaces:
+    """One split's faces at the input size: HR as stored, every LR scale upscaled back (MATLAB bicubic)."""
+
+    def __init__(self, prepared: str, split: str, keys: list[str], rows: np.ndarray | None = None):
+        store = PreparedStore(prepared)
+        hr = store.array(split, "hr")
+        rows = np.arange(len(hr)) if rows is None else rows
+        self.hr = np.asarray(hr[rows])
+        self.labels = np.asarray(store.array(split, "labels")[rows])
+        size = self.hr.shape[1:3]
+        self.faces = {k: self.hr if k == "x1" else upscale_to(np.asarray(store.array(split, k)[rows]), size)
+                      for k in keys}

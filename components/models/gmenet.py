@@ -40,13 +40,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from components.models.saved import load_model, save_model
-from components.runtime import images_to_tensor
 
 
 @dataclass(frozen=True)
@@ -201,18 +199,6 @@ class GMENet(nn.Module):
         """Logits; with_attention=True: (logits, maps), through forward so a DDP wrapper sees it."""
         logits, maps = self.forward_with_attention(x)
         return (logits, maps) if with_attention else logits
-
-
-@torch.no_grad()
-def predict_proba(model: GMENet, faces: np.ndarray, device: torch.device | str = "cpu",
-                  batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, K) of GME-Net in eval mode on uint8 faces (N, S, S, C) at its input size."""
-    was_training = model.training
-    model.eval()
-    out = [torch.softmax(model(images_to_tensor(faces[i:i + batch_size], device)), dim=1).cpu().numpy()
-           for i in range(0, len(faces), batch_size)]
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, model.cfg.num_classes), np.float32)
 
 
 def save_gmenet(model: GMENet, path, extra: dict | None = None) -> None:

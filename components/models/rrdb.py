@@ -126,3 +126,12 @@ class FeatureGenerator(nn.Module):
         if self.cfg.dense_dim:
             self.dense_mean.copy_(mean)
             self.dense_scale.copy_(1.0 / std.clamp_min(1e-3))
+
+
+def load_generator(path, map_location: str | torch.device = "cpu") -> FeatureGenerator:
+    """The trained G (as the train_fsr stage saves it: config + state_dict), frozen (eval mode, no grads)."""
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    g = FeatureGenerator(GeneratorConfig(**blob["config"]))
+    g.load_state_dict(blob["state_dict"])
+    g.eval().requires_grad_(False)
+    return g

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 from components.data.degrade import upscale_to
-from components.data.records import BadInput, convert_channels
+from components.data.records import convert_channels
+from components.io import BadInput
+from components.models.covpool import load_covpool
+from components.models.rrdb import load_generator
 from components.runtime import images_to_tensor
 
 
@@ -64,8 +67,6 @@ class FSRFERPredictor:
 
     def __init__(self, teacher_path: str | Path, generator_path: str | Path, cfg: ServingConfig,
                  device: str | torch.device = "cpu", batch_size: int = 64):
-        from components.models.covpool import load_covpool
-        from components.stages.train_fsr import load_generator
 
         self.cfg = cfg
         self.device = torch.device(device)

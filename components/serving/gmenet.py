@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.data.records import BadInput
-from components.models.gmenet import predict_proba
+from components.io import BadInput
+from components.models.gmenet import load_gmenet
+from components.runtime import predict_proba
 from components.serving.fsrfer import FacePyfunc, ServingConfig, to_hr
 
 
@@ -24,7 +25,6 @@ class GMENetPredictor:
 
     def __init__(self, model_path: str | Path, cfg: ServingConfig, device: str | torch.device = "cpu",
                  batch_size: int = 64):
-        from components.models.gmenet import load_gmenet
 
         self.cfg = cfg
         self.device = torch.device(device)

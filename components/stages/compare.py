@@ -19,32 +19,23 @@ plots/compare/accuracy_vs_scale.png (every method), and an MLflow run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from components.data.records import BadInput
-from components.data.store import PreparedStore, atomic_write_text
+from components.config import CompareConfig
+from components.data.store import PreparedStore, ScaledFaces
+from components.io import BadInput, atomic_write_text
+from components.metrics import accuracy_scores, plot_accuracy_vs_scale, write_accuracy_csv
 from components.models.cost import model_cost
-from components.stages.evaluate import accuracy_scores, plot_accuracy_vs_scale
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    prepared: str = "data/prepared"
-    evaluate: str = "metrics/evaluate.json"  # the evaluate stage's table
-    teacher: str = "models/teacher.pt"
-    fsr: str = "models/fsr.pt"  # "" leaves FSR-FER's cost out
-    gmenet: str = "models/gmenet.pt"
-    metrics: str = "metrics/compare.json"
-    plots: str = "plots/compare"
-    experiment: str = "fsrfer-evaluate"
+from components.models.covpool import load_covpool
+from components.models.gmenet import load_gmenet
+from components.models.rrdb import load_generator
+from components.runtime import predict_proba
+from components.tracking import mlflow_run
 
 
 def path_costs(cfg: CompareConfig, channels: int, size: int) -> dict[str, dict[str, int]]:
     """Parameters and FLOPs of one face through each method's path."""
-    from components.models.covpool import load_covpool
-    from components.models.gmenet import load_gmenet
-    from components.stages.train_fsr import load_generator
 
     shape = (1, channels, size, size)
     teacher = load_covpool(cfg.teacher)
@@ -61,9 +52,6 @@ def compare(cfg: CompareConfig) -> dict:
     """Add the GME-Net column to the evaluate table, cost every path, write metrics and plots."""
     import mlflow
 
-    from components.models.gmenet import load_gmenet, predict_proba
-    from components.stages.gmenet import ScaledFaces
-    from components.tracking import mlflow_run
 
     if not Path(cfg.evaluate).is_file():
         raise BadInput(f"compare.evaluate: {cfg.evaluate}: no evaluate table; run `fsrfer evaluate`")
@@ -79,7 +67,7 @@ def compare(cfg: CompareConfig) -> dict:
         data = ScaledFaces(cfg.prepared, split, keys)
         methods["gmenet"] = {}
         for key in keys:
-            scores = accuracy_scores(data.labels, predict_proba(model, data.faces[key]), len(store.classes))
+            scores = accuracy_scores(data.labels, predict_proba(model, data.faces[key], batch_size=256), len(store.classes))
             scores.pop("confusion")
             methods["gmenet"][key] = scores
         rows += [{"split": split, "method": m, "scale": k, **s} for m, scales in methods.items()
@@ -88,9 +76,7 @@ def compare(cfg: CompareConfig) -> dict:
     result = {"table": table, "cost": costs}
     atomic_write_text(cfg.metrics, json.dumps(result, indent=2) + "\n")
     plots = Path(cfg.plots)
-    lines = ["split,method,scale,accuracy,mean_class_accuracy"] + [
-        f"{r['split']},{r['method']},{r['scale']},{r['accuracy']:.4f},{r['mean_class_accuracy']:.4f}" for r in rows]
-    atomic_write_text(plots / "accuracy.csv", "\n".join(lines) + "\n")
+    write_accuracy_csv(rows, plots / "accuracy.csv")
     plot_accuracy_vs_scale(table, plots / "accuracy_vs_scale.png")
     with mlflow_run(cfg.experiment, "compare", params=asdict(cfg)):
         mlflow.log_metrics({f"{r['split']}.{r['method']}.{r['scale']}.accuracy": r["accuracy"] for r in rows})

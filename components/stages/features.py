@@ -10,53 +10,26 @@ LR face, MATLAB-bicubic back up to the HR size). Per split, memory-mapped .npy f
     <out>/<split>/index.npy     (R,) row of the face in the prepared split (pairs LR with HR)
     <out>/manifest.json         extractor sha256, prepared-store sha256, dims, dtype, blocks, bytes
 
-`FeatureCache` reads it back. DVC tracks the folder: its deps are the teacher model and
+`components.data.feature_cache.FeatureCache` reads it back. DVC tracks the folder: its deps are the teacher model and
 the prepared store only, so nothing else invalidates it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from components.config import DTYPES, FeaturesConfig
 from components.data.degrade import upscale_to
-from components.data.records import BadInput
-from components.data.store import PreparedStore, atomic_directory
+from components.data.store import PreparedStore
+from components.io import BadInput, atomic_directory, file_sha256
 from components.models.covpool import CovPoolFER, load_covpool, triu_vector
 from components.runtime import images_to_tensor, pick_device
-
-DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    prepared: str = "data/prepared"
-    teacher: str = "models/teacher.pt"
-    out: str = "data/features"
-    dtype: str = "float32"
-    batch_size: int = 128
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise BadInput(f"features.dtype: {self.dtype!r} is not one of {sorted(DTYPES)}")
-        if self.batch_size < 1:
-            raise BadInput(f"features.batch_size: must be >= 1, got {self.batch_size}")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def block_images(store: PreparedStore, split: str, key: str, start: int, stop: int) -> np.ndarray:
@@ -129,32 +102,3 @@ def cache_features(cfg: FeaturesConfig, progress: bool = True) -> dict:
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {"rows": {s: v["rows"] for s, v in manifest["splits"].items()}, "bytes_on_disk": size,
             "megabytes_on_disk": round(size / 2**20, 2), "out": cfg.out}
-
-
-class FeatureCache:
-    """Read access to the feature cache (memory-mapped)."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        path = self.root / "manifest.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.root}: no feature cache (manifest.json missing); run `fsrfer features`")
-        self.manifest = json.loads(path.read_text())
-
-    @property
-    def keys(self) -> list[str]:
-        return self.manifest["keys"]
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
-
-    def array(self, split: str, name: str) -> np.ndarray:
-        """name: features, probs, labels, scale or index; memory-mapped."""
-        return np.load(self.root / split / f"{name}.npy", mmap_mode="r")
-
-    def block(self, split: str, key: str) -> slice:
-        """Rows of one scale block ('x1' = HR) in a split's arrays."""
-        n = self.manifest["splits"][split]["faces"]
-        b = self.keys.index(key)
-        return slice(b * n, (b + 1) * n)

@@ -18,14 +18,16 @@ import numpy as np
 from tqdm import tqdm
 
 from components.config import PrepareConfig, scale_key
+from components.data.align import FaceAligner
 from components.data.degrade import degrade_bicubic, imresize, to_uint8
 from components.data.expw import EXPW_CLASSES, read_expw
 from components.data.fer2013 import FER2013_CLASSES, read_fer2013_csv
 from components.data.ferplus import FERPLUS_CLASSES, read_ferplus
 from components.data.folders import read_image_folders
 from components.data.rafdb import RAFDB_CLASSES, read_rafdb
-from components.data.records import SPLITS, BadInput, FaceRecord, Reject, convert_channels, load_image
+from components.data.records import SPLITS, FaceRecord, Reject, convert_channels, load_image
 from components.data.store import SplitArrays, write_store
+from components.io import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,6 @@ def prepare(cfg: PrepareConfig) -> dict:
     carve_validation(records, cfg.valid_fraction, cfg.seed)
     aligner = None
     if not cfg.aligned:
-        from components.data.align import FaceAligner
 
         aligner = FaceAligner(cfg.hr_size, cfg.min_face_size, cfg.min_confidence)
 

@@ -19,7 +19,7 @@ lever's measured effect are in benchmarks/README.md):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,66 +27,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from components.config import TeacherConfig
 from components.data.augment import AugmentConfig, augment_batch, build_train_transform
-from components.data.records import BadInput
-from components.data.store import PreparedStore, atomic_file
+from components.data.store import PreparedStore
+from components.io import BadInput, atomic_file
+from components.losses import class_weights
 from components.models.covpool import CovPoolConfig, CovPoolFER, save_covpool
-from components.runtime import images_to_tensor, pick_device, seed_everything
-
-BALANCE_MODES = ("weighted_loss", "sampler", "none")
-TARGETS = ("hard", "votes")
-SCHEDULES = ("cosine", "onecycle")
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    prepared: str = "data/prepared"
-    out: str = "models/teacher.pt"
-    conv_channels: tuple[int, ...] = (64, 96, 128, 128, 256, 256)
-    pool_after: tuple[int, ...] = (0, 1, 3)
-    bimap_dim: int = 128
-    fc_dims: tuple[int, int] = (2000, 128)
-    dropout: float = 0.5
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    balance: str = "weighted_loss"
-    balance_power: float = 0.5  # class weight ~ (1 / frequency)^power; 1 = full inverse frequency
-    augment: bool = True
-    erase_p: float = 0.0  # random erasing probability per face (after augmentation)
-    targets: str = "hard"  # hard | votes
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"  # cosine (per epoch) | onecycle (per step, warm-up then cosine)
-    warmup: float = 0.3  # onecycle: share of the steps spent warming up to lr
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "fsrfer-teacher"
-
-    def __post_init__(self) -> None:
-        if self.balance not in BALANCE_MODES:
-            raise BadInput(f"teacher.balance: {self.balance!r} is not one of {BALANCE_MODES}")
-        if self.targets not in TARGETS:
-            raise BadInput(f"teacher.targets: {self.targets!r} is not one of {TARGETS}")
-        if self.schedule not in SCHEDULES:
-            raise BadInput(f"teacher.schedule: {self.schedule!r} is not one of {SCHEDULES}")
-        if not 0 <= self.label_smoothing < 1 or not 0 <= self.erase_p <= 1 or not 0 < self.warmup < 1:
-            raise BadInput("teacher.label_smoothing must be in [0, 1), teacher.erase_p in [0, 1], "
-                           "teacher.warmup in (0, 1)")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BadInput("teacher.epochs, teacher.batch_size and teacher.lr must be positive")
-
-
-def class_weights(labels: np.ndarray, num_classes: int, power: float = 1.0) -> np.ndarray:
-    """(1 / frequency)^power per class, normalised to mean 1 over the classes present.
-
-    power 0.5 by default: full inverse frequency (power 1) over-corrects on FER+, where
-    contempt is 70x rarer than neutral, and costs total accuracy for little per-class gain.
-    """
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1) / num_classes) ** power, 0.0)
-    present = counts > 0
-    return weights / weights[present].mean()
+from components.runtime import images_to_tensor, pick_device, predict_proba, seed_everything
+from components.tracking import mlflow_run
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -114,22 +62,10 @@ def random_erase(images: np.ndarray, p: float, rng: np.random.Generator) -> np.n
     return out
 
 
-@torch.no_grad()
-def predict_proba(model: CovPoolFER, images: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities (N, K) of uint8 faces (N, H, W, C)."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        logits = model(images_to_tensor(images[i : i + batch_size], device))
-        out.append(torch.softmax(logits, dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.cfg.num_classes), np.float32)
-
-
 def train_teacher(cfg: TeacherConfig, progress: bool = True) -> dict:
     """Train, select on validation accuracy, save the model; returns the summary with per-epoch history."""
     import mlflow
 
-    from components.tracking import mlflow_run
 
     store = PreparedStore(cfg.prepared)
     if "valid" not in store.splits:

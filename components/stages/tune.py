@@ -6,7 +6,7 @@ takes sigma, r, k and p from the best trial. Either way the result file (`out`) 
 dependency of `train_fsr`, so `dvc repro` after a search retrains with the values found.
 
 Each trial is the Ray Train V2 pattern: Tune runs a driver function that builds a
-TorchTrainer running the same worker loop as `train_fsr` (components/stages/train_fsr.py),
+TorchTrainer running the same worker loop as `train_fsr` (components/training/fsr.py),
 whose rank-0 reports reach Tune through TuneReportCallback (components/distributed.py:
 run_ray_training, run_tune_search).
 Search: Optuna's TPE over the ranges in params.yaml (uniform), seeded. Scheduler: ASHA on
@@ -25,53 +25,17 @@ The other FSR settings of the trials (network sizes, loss weights, lr, batch) co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from components.data.records import BadInput
-from components.data.store import atomic_write_text
-from components.stages.train_fsr import FSRConfig
+from components.config import SEARCHED, FSRConfig, FSRTuneConfig
+from components.distributed import run_ray_training, run_tune_search
+from components.io import atomic_write_text
+from components.tracking import mlflow_run, tracking_uri
+from components.training.fsr import fsr_inputs, fsr_train_loop
+from components.training.loop import run_hash
 
-SEARCHED = ("sigma", "r", "k", "p")
 OBJECTIVE = "valid_acc_mean"
-
-
-@dataclass(frozen=True)
-class FSRTuneConfig:
-    enabled: bool = False
-    out: str = "models/tuned_fsr.json"
-    # search ranges (uniform); the paper's values: sigma 1.5, r 1, k 2, p 6
-    sigma: tuple[float, float] = (1.1, 2.0)
-    r: tuple[float, float] = (0.5, 2.0)
-    k: tuple[float, float] = (0.5, 4.0)
-    p: tuple[float, float] = (2.0, 8.0)
-    num_samples: int = 8
-    max_concurrent_trials: int = 1  # on a cluster: as many as fit; no code change
-    iterations: int = 600  # per trial, at most
-    report_every: int = 100  # iterations between reports (ASHA's time unit is one report)
-    grace_period: int = 2  # reports before ASHA may stop a trial
-    reduction_factor: int = 2
-    # resources per trial: Ray Train workers, CPUs each, GPUs each (> 0: NCCL on GPUs)
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    driver_cpus: float = 0.5  # the trial's driver (it only waits on its TorchTrainer)
-    seed: int = 0
-    storage: str = "data/ray_results"
-    run_name: str = "tune_fsr"
-    experiment: str = "fsrfer-tune"
-
-    def __post_init__(self) -> None:
-        for name in SEARCHED:
-            low, high = getattr(self, name)
-            if not low < high:
-                raise BadInput(f"tune.{name}: range must be [low, high] with low < high, got {[low, high]}")
-        if self.sigma[0] <= 1:
-            raise BadInput(f"tune.sigma: lower bound must be > 1 (w = (sigma - p)^r > 0), got {self.sigma[0]}")
-        if min(self.k[0], self.p[0], self.r[0]) <= 0:
-            raise BadInput("tune.k, tune.p and tune.r ranges must be positive")
-        if self.num_samples < 1 or self.report_every < 1 or self.iterations < self.report_every:
-            raise BadInput("tune.num_samples >= 1 and tune.iterations >= tune.report_every >= 1 are required")
 
 
 def trial_fsr_config(base: FSRConfig, cfg: FSRTuneConfig, values: dict) -> FSRConfig:
@@ -85,11 +49,7 @@ def fsr_trial(config: dict) -> None:
     """One Tune trial (runs as a Ray task): a nested MLflow run and a TorchTrainer of the FSR loop."""
     import mlflow
     import ray.tune
-
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from components.distributed import run_ray_training
-    from components.stages.train_fsr import fsr_train_loop
 
     fsr = FSRConfig(**config["fsr"])
     client = mlflow.MlflowClient(config["tracking_uri"])
@@ -116,14 +76,11 @@ def tune_fsr(cfg: FSRTuneConfig, base: FSRConfig) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from components.distributed import run_tune_search
-    from components.stages.train_fsr import config_hash
-    from components.tracking import mlflow_run, tracking_uri
 
     paths = {"features": str(Path(base.features).resolve()), "teacher": str(Path(base.teacher).resolve()),
              "storage": str(Path(base.storage).resolve())}
     base = replace(base, **paths)
-    ray_name = f"{cfg.run_name}-{config_hash(base)}"
+    ray_name = f"{cfg.run_name}-{run_hash(base, fsr_inputs(base))}"
     with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg)) as parent:
         fixed = {"fsr": asdict(trial_fsr_config(base, cfg, {k: getattr(base, k) for k in SEARCHED})),
                  "tracking_uri": tracking_uri(), "experiment_id": parent.info.experiment_id,
@@ -187,7 +144,6 @@ def _close_trial_runs(parent_run_id: str, experiment_id: str, trials: list[dict]
     stops trials at max_t too), before the driver could end its own run."""
     import mlflow
 
-    from components.tracking import tracking_uri
 
     status = {t["trial_id"]: "FAILED" if t["error"] else "KILLED" if t["stopped_early"] else "FINISHED"
               for t in trials}
@@ -195,16 +151,3 @@ def _close_trial_runs(parent_run_id: str, experiment_id: str, trials: list[dict]
     for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
         client.set_terminated(run.info.run_id, status.get(run.data.tags.get("tune_trial_id"), "KILLED"))
 
-
-def tuned_values(path: str) -> dict[str, float]:
-    """The best sigma, r, k, p recorded by the tune stage ({} when the search was disabled or the file is absent)."""
-    if not path or not Path(path).is_file():
-        return {}
-    try:
-        best = json.loads(Path(path).read_text()).get("best", {})
-    except json.JSONDecodeError as err:
-        raise BadInput(f"{path}: not a tune result ({err})") from err
-    unknown = set(best) - set(SEARCHED)
-    if unknown:
-        raise BadInput(f"{path}: unexpected keys {sorted(unknown)} in 'best'")
-    return {k: float(v) for k, v in best.items()}

@@ -11,8 +11,8 @@ import pytest
 
 from components.data.align import TEMPLATE_100, FaceAligner, similarity_transform, warp
 from components.data.rafdb import RAFDB_CLASSES, read_rafdb
-from components.data.records import BadInput
 from components.data.synthetic import SyntheticConfig, render_pair, write_synthetic_rafdb
+from components.io import BadInput
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from components.cli import main
 from components.config import PrepareConfig, build_config, load_stage_config
 from components.data import store
 from components.data.degrade import degrade_bicubic
-from components.data.records import BadInput, convert_channels, load_image
+from components.data.records import convert_channels, load_image
 from components.data.store import PreparedStore
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
+from components.io import BadInput
 from components.stages.prepare import prepare
 
 try:

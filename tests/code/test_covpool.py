@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.models.covpool import (CovPoolConfig, CovPoolFER, load_covpool, save_covpool, triu_to_matrix,
-                                       triu_vector)
+from components.models.covpool import CovPoolConfig, CovPoolFER, load_covpool, save_covpool, triu_to_matrix, triu_vector
 
 TINY = dict(conv_channels=(4, 6, 8, 8, 12, 12), bimap_dim=6, fc_dims=(32, 16))
 
@@ -71,7 +70,7 @@ def test_the_same_model_saves_to_the_same_bytes_under_any_name(tmp_path):
 def test_class_weights_dampen_imbalance():
     import numpy as np
 
-    from components.stages.teacher import class_weights
+    from components.losses import class_weights
 
     labels = np.array([0] * 90 + [1] * 10)
     full = class_weights(labels, 3, power=1.0)

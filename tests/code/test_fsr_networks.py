@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.losses import (classification_weights, discriminator_losses, feature_l2_loss, gradient_norm_penalty,
-                               interpolate, perceptual_loss, wgan_div_gradient_penalty)
+from components.losses import (
+    classification_weights,
+    discriminator_losses,
+    feature_l2_loss,
+    gradient_norm_penalty,
+    interpolate,
+    perceptual_loss,
+)
 from components.models.discriminator import DiscriminatorConfig, FeatureDiscriminator
 from components.models.rrdb import FeatureGenerator, GeneratorConfig
 
@@ -100,7 +106,9 @@ def test_gradient_penalty_matches_direct_autograd():
     dnet = FeatureDiscriminator(8)
     real, fake = sym(5, 8, 1), sym(5, 8, 2)
     gen = torch.Generator().manual_seed(3)
-    penalty = wgan_div_gradient_penalty(dnet, real, fake, k=2.0, p=6.0, generator=gen)
+    # as the GAN step takes it (components/training/fsr.py): interpolate, score, penalise grad norms
+    x_hat = interpolate(real, fake, gen)
+    penalty = gradient_norm_penalty(dnet(x_hat), x_hat, k=2.0, p=6.0)
     # direct: the same interpolates, gradient of each sample's score w.r.t. its own input
     alpha = torch.rand(5, 1, 1, generator=torch.Generator().manual_seed(3))
     expected = []
@@ -153,7 +161,7 @@ def test_classification_weights():
 
 
 def test_feature_statistics_match_numpy_and_thin_big_row_sets():
-    from components.stages.train_fsr import feature_statistics
+    from components.training.fsr import feature_statistics
 
     rng = np.random.default_rng(0)
     features = (3.0 + 0.1 * rng.standard_normal((5000, 6))).astype(np.float32)

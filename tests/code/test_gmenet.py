@@ -7,8 +7,16 @@ import torch
 
 from components.losses import attention_similarity_loss
 from components.models.cost import model_cost
-from components.models.gmenet import (DepthwiseBlockAttention, GlobalBranch, GMEConfig, GMENet, MixedAttentionBlock,
-                                      MixedChannelBlock, load_gmenet, save_gmenet)
+from components.models.gmenet import (
+    DepthwiseBlockAttention,
+    GlobalBranch,
+    GMEConfig,
+    GMENet,
+    MixedAttentionBlock,
+    MixedChannelBlock,
+    load_gmenet,
+    save_gmenet,
+)
 
 TINY = GMEConfig(in_channels=1, input_size=48, num_classes=8, stem_channels=8, local_channels=(8, 16, 24),
                  global_channels=(8, 16, 24), fusion_dim=32)

@@ -15,7 +15,8 @@ from components.data.fer2013 import read_fer2013_csv
 from components.data.ferplus import FERPLUS_CLASSES, majority_label, read_ferplus
 from components.data.folders import read_image_folders
 from components.data.rafdb import RAFDB_CLASSES, read_rafdb
-from components.data.records import BadInput, load_image
+from components.data.records import load_image
+from components.io import BadInput
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"  # the repo sits beside ../shared
 FERPLUS_REAL = SHARED / "data" / "ferplus"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from components.registry import PromotionRule, decide_promotion, scale_metrics
+from components.config import PromotionRule
+from components.registry import decide_promotion, scale_metrics
 
 RULE = PromotionRule(min_gain=0.0, tolerance=0.02)
 

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import torch
 
+from components.config import FeaturesConfig
+from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
 from components.models.covpool import load_covpool, triu_vector
 from components.runtime import images_to_tensor
-from components.stages.features import FeatureCache, FeaturesConfig, cache_features
+from components.stages.features import cache_features
 
 
 def test_rows_match_prepared_data(tiny_run):

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import numpy as np
 import pytest
 import torch
 
-from components.config import PrepareConfig
+from components.config import EvaluateConfig, FeaturesConfig, FSRConfig, PrepareConfig, TeacherConfig
+from components.data.feature_cache import FeatureCache
 from components.distributed import run_local_training
-from components.stages.evaluate import EvaluateConfig, bicubic_probs, fsr_probs_fn, pooled_accuracy
-from components.stages.features import FeatureCache, FeaturesConfig, cache_features
+from components.stages.evaluate import bicubic_probs, fsr_probs_fn, pooled_accuracy
+from components.stages.features import cache_features
 from components.stages.prepare import prepare
-from components.stages.teacher import TeacherConfig, train_teacher
-from components.stages.train_fsr import FSRConfig, fsr_train_loop, write_generator
+from components.stages.teacher import train_teacher
+from components.training.fsr import fsr_train_loop, write_generator
 from tests.conftest import TINY_TEACHER
 
 X4_MARGIN = 0.10

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.data.records import BadInput
-from components.data.store import PreparedStore
+from components.config import GMETrainConfig
+from components.data.store import PreparedStore, ScaledFaces
+from components.io import BadInput
 from components.models.gmenet import load_gmenet
 from components.runtime import images_to_tensor
-from components.stages.gmenet import GMETrainConfig, ScaledFaces, accuracy_per_scale, train_gme_teacher, train_gmenet
+from components.stages.gme_teacher import train_gme_teacher
+from components.stages.gme_train import train_gmenet
+from components.training.gme import accuracy_per_scale
 
 CHANCE = 1 / 7
 MARGIN = 0.05
@@ -101,7 +104,8 @@ def test_a_teacher_of_another_design_is_refused(gme_runs, tiny_run, tmp_path):
 def test_compare_adds_the_gmenet_column_and_the_cost_of_each_path(gme_runs, tiny_run, tmp_path):
     import json
 
-    from components.stages.compare import CompareConfig, compare
+    from components.config import CompareConfig
+    from components.stages.compare import compare
 
     root, _, _, cfg = gme_runs
     mp = pytest.MonkeyPatch()
@@ -135,9 +139,10 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tin
     import cv2
     import pandas as pd
 
-    from components.registry import PromoteConfig, promote
-    from components.stages.compare import CompareConfig, compare
-    from components.stages.register import RegisterGMEConfig, register_gmenet
+    from components.config import CompareConfig, PromoteConfig, RegisterGMEConfig
+    from components.registry import promote
+    from components.stages.compare import compare
+    from components.stages.register_gmenet import register_gmenet
 
     root, _, _, _ = gme_runs
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -188,7 +193,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(
     from pathlib import Path
 
     from components.distributed import WorkerContext
-    from components.stages.gmenet import gme_train_loop
+    from components.training.gme import gme_train_loop
 
     root, _, _, cfg = gme_runs
     loop_cfg = replace(cfg, iterations=12, checkpoint_every=6, eval_every=6)

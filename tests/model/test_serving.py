@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.data.records import BadInput
+from components.config import FSRConfig
+from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
+from components.io import BadInput
 from components.models.covpool import load_covpool, triu_to_matrix
-from components.models.rrdb import FeatureGenerator, GeneratorConfig
+from components.models.rrdb import FeatureGenerator, GeneratorConfig, load_generator
 from components.serving.fsrfer import FSRFERPredictor, ServingConfig, decode_image, to_hr
-from components.stages.features import FeatureCache
-from components.stages.train_fsr import FSRConfig, load_generator, write_generator
+from components.training.fsr import write_generator
 
 
 @pytest.fixture(scope="module")

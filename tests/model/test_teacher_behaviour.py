@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 
-
 def test_teacher_beats_chance_on_hr(tiny_run):
     chance = 1 / 7
     hr = tiny_run.table["test"]["bicubic"]["x1"]["accuracy"]
@@ -50,7 +49,8 @@ def test_same_params_same_teacher(tiny_run, tmp_path, monkeypatch):
     """Seeds everywhere: retraining with the same config gives the same weights."""
     import torch
 
-    from components.stages.teacher import TeacherConfig, train_teacher
+    from components.config import TeacherConfig
+    from components.stages.teacher import train_teacher
     from tests.conftest import TINY_TEACHER
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.data.records import BadInput
+from components.config import TeacherConfig
 from components.data.store import PreparedStore, SplitArrays, write_store
-from components.stages.teacher import TeacherConfig, random_erase, train_teacher
+from components.io import BadInput
+from components.stages.teacher import random_erase, train_teacher
 from tests.conftest import TINY_TEACHER
 
 

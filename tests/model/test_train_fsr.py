@@ -18,7 +18,9 @@ import pytest
 import torch
 import yaml
 
-from components.stages.train_fsr import FSRConfig, load_generator, train_fsr
+from components.config import FSRConfig
+from components.models.rrdb import load_generator
+from components.stages.train_fsr import train_fsr
 from tests.conftest import short_tmpdir
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, batch_size=8, lr=5e-4, milestones=(10,),

@@ -11,9 +11,10 @@ import tempfile
 import mlflow
 import pytest
 
-from components.data.records import BadInput
-from components.stages.train_fsr import FSRConfig, with_tuned_values
-from components.stages.tune import FSRTuneConfig, tune_fsr, tuned_values
+from components.config import FSRConfig, FSRTuneConfig
+from components.io import BadInput
+from components.stages.tune import tune_fsr
+from components.training.fsr import tuned_values, with_tuned_values
 
 
 @pytest.fixture(scope="module")

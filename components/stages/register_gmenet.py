@@ -1,0 +1,32 @@
+"""Stage `register_gmenet`: GME-Net as an MLflow pyfunc over face images
+(components/serving/gmenet.py), a new version of `gmenet` with alias `challenger`: the
+same registration as FSR-FER's (components/registry.py), with the compare table's
+GME-Net column and costs as tags. Writes `out` (JSON: name, version, run id, model URI).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from components.config import RegisterGMEConfig
+from components.data.store import PreparedStore
+from components.io import file_sha256
+from components.registry import log_and_register, metric_tags, require_files, serving_config
+from components.serving.gmenet import GMENetPredictor
+
+
+def register_gmenet(cfg: RegisterGMEConfig) -> dict:
+    """GME-Net: the same registration as FSR-FER's, its own pyfunc (components/serving/gmenet.py) and name."""
+    require_files(cfg.gmenet, cfg.metrics)
+    store = PreparedStore(cfg.prepared)
+    compared = json.loads(Path(cfg.metrics).read_text())
+    tags = metric_tags(compared["table"], "gmenet")
+    tags |= {f"cost.{k}": str(v) for k, v in compared.get("cost", {}).get("gmenet", {}).items()}
+    extra = torch.load(cfg.gmenet, map_location="cpu", weights_only=True)["extra"]
+    tags |= {f"param.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()}
+    tags |= {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
+    return log_and_register(cfg, store, "gmenet_model.py", {"model": cfg.gmenet},
+                            GMENetPredictor(cfg.gmenet, serving_config(store)), tags)

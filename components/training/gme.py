@@ -1,0 +1,149 @@
+"""GME-Net's training step and worker loop, for the `gme_teacher` and `gme_train` stages.
+
+  gme_teacher  GME-Net (components/models/gmenet.py) on the prepared HR training faces with
+               cross-entropy (`teacher` empty).
+  gme_train    the LR student of the same design, on LR faces of every prepared scale
+               (MATLAB bicubic back to the input size; each sample of a batch draws its
+               scale), with  L = CE + lambda * A-SKD(student maps on the LR face, frozen
+               teacher maps on the matching HR face)  (components/losses.py; lambda = 5).
+
+Each worker draws its batches from its own shard of the training rows (rows i with
+i % world == rank). Horizontal flips, applied to LR and HR alike. AdamW, cosine learning
+rate over the iterations; class-weighted CE ((1 / frequency)^power, as the CovPoolFER
+teacher). The loop around the step is components/training/loop.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from components.config import GMETrainConfig
+from components.data.store import PreparedStore, ScaledFaces
+from components.distributed import WorkerContext, unwrap
+from components.io import BadInput, atomic_file
+from components.losses import attention_similarity_loss, class_weights
+from components.models.cost import model_cost
+from components.models.gmenet import GMEConfig, GMENet, load_gmenet, save_gmenet
+from components.runtime import images_to_tensor, predict_proba
+from components.training.loop import run_task, train_on_ray, training_summary
+
+
+def gme_network(cfg: GMETrainConfig, store_meta: dict) -> GMEConfig:
+    """The GME-Net design of a stage config for a prepared store (its channels, size and classes)."""
+    return GMEConfig(in_channels=store_meta["channels"], input_size=store_meta["hr_size"],
+                     num_classes=len(store_meta["classes"]), stem_channels=cfg.stem_channels,
+                     local_channels=cfg.local_channels, global_channels=cfg.global_channels,
+                     dilations=cfg.dilations, reduction=cfg.reduction, spatial_kernel=cfg.spatial_kernel,
+                     fusion_dim=cfg.fusion_dim, dropout=cfg.dropout)
+
+
+def accuracy_per_scale(model: GMENet, data: ScaledFaces, device: torch.device) -> dict[str, float]:
+    """{'x1': acc, 'x2': acc, ...} over the keys `data` holds."""
+    return {key: float((predict_proba(model, faces, device, batch_size=256).argmax(1) == data.labels).mean())
+            for key, faces in data.faces.items()}
+
+
+class DistillationTask:
+    """GME-Net's training task of one worker: the network, AdamW, the CE (+ A-SKD) step."""
+
+    def __init__(self, cfg: GMETrainConfig, ctx: WorkerContext):
+        self.cfg, self.ctx = cfg, ctx
+        store = PreparedStore(cfg.prepared)
+        self.student = bool(cfg.teacher)
+        self.keys = store.scale_keys if self.student else ["x1"]
+        train_labels = np.asarray(store.array("train", "labels"))
+        self.train = ScaledFaces(cfg.prepared, "train", self.keys,
+                                 rows=np.arange(ctx.rank, len(train_labels), ctx.world_size))
+        self.valid = ScaledFaces(cfg.prepared, "valid", (["x1"] if not self.student else []) + store.scale_keys) \
+            if ctx.is_main else None
+        self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
+        self.model = ctx.wrap(GMENet(gme_network(cfg, store.meta)))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizers = [self.optimizer]
+        self.weights = torch.tensor(class_weights(train_labels, len(store.classes), cfg.balance_power),
+                                    dtype=torch.float32, device=ctx.device)
+        self.iterations, self.eval_every, self.checkpoint_every = cfg.iterations, cfg.eval_every, cfg.checkpoint_every
+        self.model.train()
+
+    def state_dict(self) -> dict:
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def learning_rate(self, it: int) -> float:
+        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * it / self.cfg.iterations))
+
+    def step(self, it: int, rng: np.random.Generator) -> dict[str, float]:
+        cfg, device = self.cfg, self.ctx.device
+        rows = rng.integers(0, len(self.train.labels), cfg.batch_size)
+        scale_of = rng.integers(0, len(self.keys), cfg.batch_size)
+        faces = np.stack([self.train.faces[self.keys[s]][r] for s, r in zip(scale_of, rows)])
+        hr = self.train.hr[rows]
+        if cfg.flip:
+            flip = rng.random(cfg.batch_size) < 0.5
+            faces[flip] = faces[flip][:, :, ::-1]
+            hr = hr.copy()
+            hr[flip] = hr[flip][:, :, ::-1]
+        labels = torch.from_numpy(self.train.labels[rows]).to(device)
+        logits, maps = self.model(images_to_tensor(faces, device), with_attention=True)
+        ce = F.cross_entropy(logits, labels, weight=self.weights)
+        logs = {"l_ce": ce.item()}
+        loss = ce
+        if self.student:
+            with torch.no_grad():
+                _, teacher_maps = self.teacher(images_to_tensor(hr, device), with_attention=True)
+            at = attention_similarity_loss(maps, teacher_maps)
+            loss = ce + cfg.lambda_at * at
+            logs["l_at"] = at.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logs
+
+    def evaluate(self) -> dict[str, float]:
+        accs = accuracy_per_scale(unwrap(self.model), self.valid, self.ctx.device)
+        lr_accs = [v for k, v in accs.items() if k != "x1"]
+        return {f"valid_acc_{k}": v for k, v in accs.items()} | {
+            "valid_acc_mean": float(np.mean(lr_accs if lr_accs else list(accs.values())))}
+
+
+def gme_train_loop(config: dict, ctx: WorkerContext) -> None:
+    """The worker loop of both stages (runs under Ray Train or locally; components/distributed.py)."""
+    cfg = GMETrainConfig(**config["gme"])
+    torch.manual_seed(cfg.seed + ctx.rank)
+    run_task(DistillationTask(cfg, ctx), ctx, cfg.seed, config)
+
+
+def train_gme(cfg: GMETrainConfig) -> dict:
+    """The body of both GME-Net stages: Ray Train run, the final model written to cfg.out; returns the summary."""
+    import mlflow
+
+    store = PreparedStore(cfg.prepared)
+    if "valid" not in store.splits:
+        raise BadInput(f"{cfg.prepared}: no valid split to evaluate and select GME-Net on (splits: "
+                       f"{sorted(store.splits)}); set prepare.valid_fraction > 0 to carve one from train")
+    if cfg.teacher and load_gmenet(cfg.teacher).cfg != gme_network(cfg, store.meta):
+        raise BadInput(f"{cfg.teacher}: the GME-Net teacher's design differs from gme_train's "
+                       "(A-SKD compares the maps of the same blocks); train them with the same sizes")
+    inputs = [str(Path(cfg.prepared) / "meta.json")] + ([cfg.teacher] if cfg.teacher else [])
+    with train_on_ray(gme_train_loop, "gme", cfg, inputs, ("prepared", "teacher")) as (state, metrics):
+        model = GMENet(gme_network(cfg, store.meta))
+        model.load_state_dict(state["model"])
+        accs = {k: v for k, v in metrics.items() if k.startswith("valid_acc")}
+        size = store.meta["hr_size"]
+        cost = model_cost(model.eval(), (1, store.meta["channels"], size, size))
+        out = Path(cfg.out)
+        with atomic_file(out) as tmp:
+            save_gmenet(model, tmp, extra={"classes": store.classes, "hr_size": size, "scale_keys": store.scale_keys,
+                                           "iteration": state["iteration"], "train_config": asdict(cfg), **accs})
+        mlflow.log_metrics({"params": cost["params"], "flops": cost["flops"]})
+        mlflow.log_artifact(str(out), artifact_path="model")
+    return training_summary(out, state, metrics) | cost

@@ -1,0 +1,122 @@
+"""One training skeleton for both Ray stages (FSR-FER's GAN and GME-Net's teacher/student).
+
+    restore -> for each iteration: schedule, step -> evaluate / log / checkpoint
+
+A `TrainingTask` holds what differs: its networks and optimisers (`state_dict` /
+`load_state_dict`), the learning rate of an iteration (`learning_rate`), one optimisation
+step (`step`: the GAN's D-then-G step, or GME-Net's CE + distillation step, as BasicSR keeps
+`optimize_parameters` apart from the loop) and the rank-0 validation (`evaluate`).
+`run_task` is the rest, written once. Each iteration's batch comes from an RNG seeded by
+(seed, rank, iteration), so a run resumed from a checkpoint takes exactly the steps an
+uninterrupted one takes; a checkpoint also keeps torch's RNG state.
+
+`train_on_ray` is the stage side, also written once: the MLflow run, the Ray Train run
+(named by a hash of the config and its input files, so rerunning the same config resumes
+its last checkpoint), and the final state. The loops do not know whether they run under
+Ray (components/distributed.py adapts them; `run_local_training` runs them in-process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from components.distributed import WorkerContext, final_state, log_step_metrics, run_ray_training
+from components.io import file_sha256
+from components.tracking import mlflow_run, tracking_uri
+
+
+class TrainingTask(Protocol):
+    iterations: int
+    eval_every: int
+    checkpoint_every: int
+    optimizers: list[torch.optim.Optimizer]
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def learning_rate(self, iteration: int) -> float: ...
+
+    def step(self, iteration: int, rng: np.random.Generator) -> dict[str, float]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+
+def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) -> None:
+    """Run `task` from its last checkpoint (if any) to its last iteration on this worker.
+
+    config: the loop config; with `run_id` and `tracking_uri`, rank 0 logs every
+    iteration's metrics to that MLflow run."""
+    import mlflow
+
+    start = 0
+    state = ctx.restore_state()
+    if state is not None:
+        task.load_state_dict(state)
+        torch.set_rng_state(state["torch_rng"])
+        start = state["iteration"]
+    client = mlflow.MlflowClient(config["tracking_uri"]) if ctx.is_main and config.get("run_id") else None
+    clock = time.perf_counter()
+
+    for it in range(start, task.iterations):
+        rng = np.random.default_rng([seed, ctx.rank, it])
+        lr = task.learning_rate(it)
+        for opt in task.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        logs = task.step(it, rng)
+
+        done = it + 1
+        metrics = {"iteration": done, "resumed_from": start, "train_seconds": time.perf_counter() - clock, **logs}
+        if ctx.is_main and (done % task.eval_every == 0 or done == task.iterations):
+            metrics.update(task.evaluate())
+        if client is not None:
+            log_step_metrics(client, config["run_id"], metrics, done)
+        if done % task.checkpoint_every == 0 or done == task.iterations:
+            ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done,
+                                                                  "torch_rng": torch.get_rng_state()})
+
+
+def run_hash(cfg, inputs: list[str]) -> str:
+    """Short stable hash of a stage config and the identity (sha256) of its input files."""
+    identity = "".join(file_sha256(p) if p and Path(p).is_file() else f"{p}:missing" for p in inputs)
+    return hashlib.sha256((json.dumps(asdict(cfg), sort_keys=True) + identity).encode()).hexdigest()[:10]
+
+
+@contextmanager
+def train_on_ray(loop: Callable, section: str, cfg, inputs: list[str], path_fields: tuple[str, ...],
+                 params: dict | None = None) -> Iterator[tuple[dict, dict]]:
+    """MLflow run + Ray Train run of `loop` for a stage config; yields (final state, last metrics).
+
+    section: the key the loop reads its config under; inputs: files whose content names the
+    run (with the config); path_fields: the config's path fields, handed to the workers as
+    absolute paths (Ray Train workers run in their own working directory). The caller writes
+    its outputs inside the block, so they are logged to the same MLflow run."""
+    import mlflow
+
+
+    ray_name = f"{cfg.run_name}-{run_hash(cfg, inputs)}"
+    with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg) | {"ray_run": ray_name} | (params or {})) as run:
+        paths = {f: str(Path(getattr(cfg, f)).resolve()) if getattr(cfg, f) else "" for f in path_fields}
+        config = {section: asdict(cfg) | paths, "tracking_uri": tracking_uri(), "run_id": run.info.run_id}
+        result = run_ray_training(loop, config, num_workers=cfg.num_workers, name=ray_name, storage_path=cfg.storage,
+                                  max_failures=cfg.max_failures, cpus_per_worker=cfg.cpus_per_worker)
+        metrics = dict(result.metrics)
+        yield final_state(result, cfg.run_name), metrics
+        mlflow.set_tag("worker_nodes", metrics.get("worker_nodes", ""))
+
+
+def training_summary(out: Path, state: dict, metrics: dict) -> dict:
+    """What a training stage returns: its output, iterations, resume point, time, nodes, validation accuracies."""
+    return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
+            "train_seconds": metrics.get("train_seconds"), "worker_nodes": metrics.get("worker_nodes", ""),
+            **{k: v for k, v in metrics.items() if k.startswith("valid_acc")}}
