@@ -37,13 +37,17 @@ teacher = load_covpool(cfg.teacher)
 g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
 g.load_state_dict(torch.load(res.checkpoint_dir / "state.pt", weights_only=True)["g"])
 cache = FeatureCache(cfg.features)
-out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in ("channels", "growth", "blocks", "dense_residual", "w_gan", "w_percep", "w_feat", "lr", "batch_size", "sigma", "r", "k", "p")}}
+shown = ("channels", "growth", "blocks", "dense_residual", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
+         "sigma", "r", "k", "p")
+out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in shown}}
 for split in cache.splits:
     if split == "train":
         continue
-    lab = np.asarray(cache.array(split, "labels")); probs = np.asarray(cache.array(split, "probs"))
+    lab = np.asarray(cache.array(split, "labels"))
+    probs = np.asarray(cache.array(split, "probs"))
     bic = {k: round(float((probs[cache.block(split, k)].argmax(1) == lab[cache.block(split, k)]).mean()), 4) for k in cache.keys}
-    fsr = fsr_accuracy_per_scale(g, teacher.classifier, PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim), torch.device("cpu"))
+    pairs = PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim)
+    fsr = fsr_accuracy_per_scale(g, teacher.classifier, pairs, torch.device("cpu"))
     out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
 print(json.dumps(out, indent=1))
 Path("benchmarks/.cache").mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from components import config
-from components.config import PromoteConfig, load_stage_config, parse_overrides
+from components.config import PromoteConfig, load_stage_config, parse_overrides, shared_sections
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.io import BadInput, atomic_write_text
 from components.registry import promote
@@ -67,14 +67,13 @@ def _stage(stage: Stage):
 
     def run(args: argparse.Namespace) -> dict:
         overrides = parse_overrides(args.set)
-        used = {stage.section} | {sec for _, sec in stage.extra.values()}
+        configs = {stage.section: stage.config} | {sec: cls for cls, sec in stage.extra.values()}
+        used = set(configs) | {name for cls in configs.values() for name in shared_sections(cls)}
         if set(overrides) - used:
             raise BadInput(f"--set: `fsrfer {stage.section}` reads params sections {sorted(used)}, "
                            f"not {sorted(set(overrides) - used)}")
-        kwargs = {name: load_stage_config(cls, sec, args.params, overrides.get(sec))
-                  for name, (cls, sec) in stage.extra.items()}
-        return stage.run(load_stage_config(stage.config, stage.section, args.params, overrides.get(stage.section)),
-                         **kwargs)
+        kwargs = {name: load_stage_config(cls, sec, args.params, overrides) for name, (cls, sec) in stage.extra.items()}
+        return stage.run(load_stage_config(stage.config, stage.section, args.params, overrides), **kwargs)
 
     return run
 

@@ -73,6 +73,40 @@ SEARCHED = ("sigma", "r", "k", "p")
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """params.yaml [ray]: the Ray Train resources every training stage shares (train_fsr, gme_teacher,
+    gme_train; tune's trials take their own, [tune]). Stage configs inherit these fields; the CLI
+    fills them from [ray], and a stage section may not repeat them."""
+
+    num_workers: int = 2  # Ray Train workers (gloo on CPU, NCCL when every worker has a GPU)
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2  # dead workers replaced, training resumed from the last checkpoint
+    storage: str = "data/ray_results"  # checkpoints; on a cluster: storage every node mounts
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.cpus_per_worker <= 0 or self.max_failures < 0:
+            raise BadInput("ray.num_workers >= 1, ray.cpus_per_worker > 0 and ray.max_failures >= 0 are required")
+
+
+@dataclass(frozen=True)
+class GMENetConfig:
+    """params.yaml [gme_net]: GME-Net's design (components/models/gmenet.py), written once for the HR
+    teacher and the LR student (A-SKD compares the maps of the same blocks)."""
+
+    stem_channels: int = 32
+    local_channels: tuple[int, ...] = (32, 64, 128)
+    global_channels: tuple[int, ...] = (32, 64, 128)
+    dilations: tuple[int, ...] = (1, 2, 3)
+    reduction: int = 4
+    spatial_kernel: int = 7
+    fusion_dim: int = 256
+    dropout: float = 0.3
+
+
+SHARED_SECTIONS = {"ray": RayConfig, "gme_net": GMENetConfig}
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     prepared: str = "data/prepared"
     out: str = "models/teacher.pt"
@@ -148,7 +182,6 @@ class FSRTuneConfig:
     gpus_per_worker: float = 0.0
     driver_cpus: float = 0.5  # the trial's driver (it only waits on its TorchTrainer)
     seed: int = 0
-    storage: str = "data/ray_results"
     run_name: str = "tune_fsr"
     experiment: str = "fsrfer-tune"
 
@@ -166,7 +199,7 @@ class FSRTuneConfig:
 
 
 @dataclass(frozen=True)
-class FSRConfig:
+class FSRConfig(RayConfig):
     features: str = "data/features"
     teacher: str = "models/teacher.pt"
     out: str = "models/fsr.pt"
@@ -193,13 +226,9 @@ class FSRConfig:
     pretrain_iterations: int = 0  # G with the feature L2 loss only, before the GAN
     batch_size: int = 32
     seed: int = 0
-    # Ray Train
-    num_workers: int = 2
-    cpus_per_worker: float = 1.0
-    max_failures: int = 2
+    # Ray Train (the shared resources are RayConfig's, params.yaml [ray])
     checkpoint_every: int = 1000
     eval_every: int = 1000
-    storage: str = "data/ray_results"
     run_name: str = "train_fsr"
     experiment: str = "fsrfer-train"
     tuned: str = ""  # the tune stage's result: its best sigma, r, k, p replace the values above
@@ -209,8 +238,9 @@ class FSRConfig:
             raise BadInput(f"fsr.sigma: must be > 1 so that w = (sigma - p)^r stays positive, got {self.sigma}")
         if self.k <= 0 or self.p <= 0:
             raise BadInput(f"fsr.k and fsr.p must be positive, got k={self.k}, p={self.p}")
-        if self.iterations < 1 or self.batch_size < 2 or self.num_workers < 1:
-            raise BadInput("fsr.iterations, fsr.batch_size (>= 2) and fsr.num_workers must be positive")
+        RayConfig.__post_init__(self)
+        if self.iterations < 1 or self.batch_size < 2:
+            raise BadInput("fsr.iterations and fsr.batch_size (>= 2) must be positive")
         if self.checkpoint_every < 1 or self.eval_every < 1:
             raise BadInput("fsr.checkpoint_every and fsr.eval_every must be >= 1")
 
@@ -249,19 +279,10 @@ class RegisterGMEConfig:
 
 
 @dataclass(frozen=True)
-class GMETrainConfig:
+class GMETrainConfig(GMENetConfig, RayConfig):
     prepared: str = "data/prepared"
     teacher: str = ""  # "" trains the HR teacher; else the frozen teacher the LR student distils from
     out: str = "models/gmenet.pt"
-    # network sizes (components/models/gmenet.py)
-    stem_channels: int = 32
-    local_channels: tuple[int, ...] = (32, 64, 128)
-    global_channels: tuple[int, ...] = (32, 64, 128)
-    dilations: tuple[int, ...] = (1, 2, 3)
-    reduction: int = 4
-    spatial_kernel: int = 7
-    fusion_dim: int = 256
-    dropout: float = 0.3
     # training
     lambda_at: float = 5.0  # A-SKD weight (paper of A-SKD: 5)
     iterations: int = 6000
@@ -272,18 +293,15 @@ class GMETrainConfig:
     flip: bool = True
     seed: int = 0
     # Ray Train
-    num_workers: int = 2
-    cpus_per_worker: float = 1.0
-    max_failures: int = 2
     checkpoint_every: int = 500
     eval_every: int = 500
-    storage: str = "data/ray_results"
     run_name: str = "gme_train"
     experiment: str = "fsrfer-gmenet"
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_size < 2 or self.num_workers < 1 or self.lr <= 0:
-            raise BadInput("gmenet: iterations, batch_size (>= 2), num_workers and lr must be positive")
+        RayConfig.__post_init__(self)
+        if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise BadInput("gmenet: iterations, batch_size (>= 2) and lr must be positive")
         if self.checkpoint_every < 1 or self.eval_every < 1:
             raise BadInput("gmenet: checkpoint_every and eval_every must be >= 1")
         if self.lambda_at < 0:
@@ -337,20 +355,38 @@ def build_config(cls: type[C], section: str, values: dict[str, Any] | None) -> C
     return cls(**values)
 
 
+def shared_sections(cls: type) -> dict[str, type]:
+    """The shared params sections a stage config inherits from: {'ray': RayConfig, ...}."""
+    return {name: base for name, base in SHARED_SECTIONS.items() if issubclass(cls, base)}
+
+
 def load_stage_config(cls: type[C], section: str, params_path: str | Path = "params.yaml",
-                      overrides: dict[str, Any] | None = None) -> C:
-    """The `section` of params.yaml as a `cls` instance; `overrides` (key -> value) replace its values."""
+                      overrides: dict[str, dict[str, Any]] | None = None) -> C:
+    """The `section` of params.yaml as a `cls` instance, with the shared sections it inherits from
+    ([ray], [gme_net]); `overrides` ({section: {key: value}}) replace values of any of them."""
     params_path = Path(params_path)
     if not params_path.is_file():
         raise BadInput(f"{params_path}: params file not found")
     params = yaml.safe_load(params_path.read_text()) or {}
+    overrides = overrides or {}
     if section not in params:
         raise BadInput(f"{params_path}: no [{section}] section")
-    return build_config(cls, section, {**params[section], **(overrides or {})})
+    values = {**params[section], **overrides.get(section, {})}
+    for name, base in shared_sections(cls).items():
+        own = {f.name for f in dataclasses.fields(base)}
+        repeated = sorted(own & set(values))
+        if repeated:
+            raise BadInput(f"params.yaml [{section}]: {repeated} are shared by several stages; set them in [{name}]")
+        shared = {**(params.get(name) or {}), **overrides.get(name, {})}
+        unknown = sorted(set(shared) - own)
+        if unknown:
+            raise BadInput(f"params.yaml [{name}]: unknown key(s) {unknown} (known: {sorted(own)})")
+        values |= shared
+    return build_config(cls, section, values)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """['tune.enabled=true', 'train_fsr.num_workers=4'] -> {'tune': {'enabled': True}, ...} (values read as YAML)."""
+    """['tune.enabled=true', 'ray.num_workers=4'] -> {'tune': {'enabled': True}, ...} (values read as YAML)."""
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")

@@ -196,7 +196,8 @@ def publish_report(project: Path, record_path: str, metrics_path: str, stage_res
     create_markdown_artifact(key=artifact_key, markdown=markdown, description="per-scale accuracy")
     create_link_artifact(key=f"{artifact_key}-mlflow-version", link=version_url,
                          link_text=f"{record['model_name']} v{record['version']}")
-    create_link_artifact(key=f"{artifact_key}-mlflow-run", link=f"{ui}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}",
+    run_url = f"{ui}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}"
+    create_link_artifact(key=f"{artifact_key}-mlflow-run", link=run_url,
                          link_text=f"register run {record['run_id']}")
     return markdown
 

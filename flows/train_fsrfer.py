@@ -31,7 +31,7 @@ def fsrfer_updates(dataset: str | None = None, data_root: str | None = None, hr_
                    fsr_iterations: int | None = None, run_tune: bool | None = None) -> dict[str, Any]:
     """The flow's named parameters as params.yaml 'section.key' updates (None = leave as is)."""
     named = {"prepare.dataset": dataset, "prepare.root": data_root, "prepare.hr_size": hr_size,
-             "prepare.channels": channels, "prepare.scales": scales, "train_fsr.num_workers": num_workers,
+             "prepare.channels": channels, "prepare.scales": scales, "ray.num_workers": num_workers,
              "train_fsr.iterations": fsr_iterations, "tune.enabled": run_tune}
     return {k: v for k, v in named.items() if v is not None}
 
@@ -46,7 +46,7 @@ def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_ro
 
     profile: profiles/<profile>.yaml applied to params.yaml first (e.g. synthetic, ferplus).
     dataset, data_root, hr_size, channels, scales: params.yaml prepare.*.
-    num_workers: Ray Train workers (train_fsr.num_workers); fsr_iterations: train_fsr.iterations.
+    num_workers: Ray Train workers (ray.num_workers, shared with the GME-Net stages); fsr_iterations: train_fsr.iterations.
     run_tune: run the Ray Tune search over sigma, r, k, p before the final training (tune.enabled).
     overrides: any other params.yaml values, {"section.key": value}.
     promote: run the gated promotion of the new version at the end.

@@ -25,7 +25,7 @@ TARGET = "register_gmenet"
 def gmenet_updates(num_workers: int | None = None, iterations: int | None = None,
                    lambda_at: float | None = None) -> dict[str, Any]:
     """The flow's named parameters as params.yaml 'section.key' updates (None = leave as is)."""
-    named = {"gme_teacher.num_workers": num_workers, "gme_train.num_workers": num_workers,
+    named = {"ray.num_workers": num_workers,
              "gme_teacher.iterations": iterations, "gme_train.iterations": iterations, "gme_train.lambda_at": lambda_at}
     return {k: v for k, v in named.items() if v is not None}
 
@@ -37,7 +37,7 @@ def train_gmenet(profile: str | None = None, num_workers: int | None = None, ite
     """Run the GME-Net pipeline; returns the stage results, the registered version and the promotion decision.
 
     profile: profiles/<profile>.yaml applied to params.yaml first (e.g. synthetic, ferplus).
-    num_workers: Ray Train workers of both GME-Net stages; iterations: of both.
+    num_workers: Ray Train workers (ray.num_workers, shared with train_fsr); iterations: of both.
     lambda_at: the attention-similarity weight of the student (gme_train.lambda_at).
     overrides: any other params.yaml values, {"section.key": value}.
     promote: run the gated promotion of the new `gmenet` version at the end.

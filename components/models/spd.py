@@ -15,7 +15,7 @@ Computed in float64 whatever the input dtype, as METHODS.md asks.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

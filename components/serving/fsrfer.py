@@ -7,10 +7,11 @@ smaller than the HR size: G was trained to lift LR features, and at x1 it only c
 accuracy) -> frozen classifier C -> class probabilities.
 
 `FSRFERPredictor` is plain PyTorch and testable alone; `FSRFERPyfunc` wraps it as an
-MLflow PythonModel (through `FacePyfunc`, shared with GME-Net's, components/serving/gmenet.py) whose input is a DataFrame with one column `image` of encoded image
-bytes (PNG, JPEG, ...; any size) and whose output has one probability column per class,
-`label` (the most probable class) and `error` ("" when the row was fine; a row whose
-bytes do not decode gets NaN probabilities and the reason, the other rows go on).
+MLflow PythonModel (through `FacePyfunc`, shared with GME-Net's, components/serving/gmenet.py)
+whose input is a DataFrame with one column `image` of encoded image bytes (PNG, JPEG, ...;
+any size) and whose output has one probability column per class, `label` (the most probable
+class) and `error` ("" when the row was fine; a row whose bytes do not decode gets NaN
+probabilities and the reason, the other rows go on).
 The weights are loaded with torch.load(weights_only=True): no pickled code.
 """
 

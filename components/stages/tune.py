@@ -25,7 +25,7 @@ The other FSR settings of the trials (network sizes, loss weights, lr, batch) co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from components.config import SEARCHED, FSRConfig, FSRTuneConfig
@@ -36,6 +36,11 @@ from components.training.fsr import fsr_inputs, fsr_train_loop
 from components.training.loop import run_hash
 
 OBJECTIVE = "valid_acc_mean"
+# What a trial sets itself (trial_fsr_config) and what names files or runs; every other train_fsr
+# setting is inherited, so it is a DVC param of this stage (dvc.yaml lists TRIAL_INHERITS).
+TRIAL_OWN = SEARCHED + ("iterations", "checkpoint_every", "eval_every", "num_workers", "cpus_per_worker", "seed",
+                        "max_failures", "storage", "features", "teacher", "out", "tuned", "run_name", "experiment")
+TRIAL_INHERITS = tuple(f.name for f in fields(FSRConfig) if f.name not in TRIAL_OWN)
 
 
 def trial_fsr_config(base: FSRConfig, cfg: FSRTuneConfig, values: dict) -> FSRConfig:

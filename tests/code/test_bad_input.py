@@ -408,3 +408,42 @@ def test_failed_rewrite_leaves_old_store_intact(tmp_path, monkeypatch):
     assert PreparedStore(out).scale_keys == ["x2", "x3"]
     assert not (out / "train" / "x4.npy").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]
+
+
+def test_shared_sections_fill_every_stage_that_inherits_them(tmp_path):
+    """[ray] and [gme_net] are written once and read by each stage whose config inherits them."""
+    from components.config import FSRConfig, GMETrainConfig
+
+    params = tmp_path / "params.yaml"
+    params.write_text("ray:\n  num_workers: 3\n  storage: rr\ngme_net:\n  stem_channels: 4\n"
+                      "train_fsr:\n  iterations: 5\ngme_teacher:\n  iterations: 7\ngme_train:\n  lambda_at: 2.0\n")
+    fsr = load_stage_config(FSRConfig, "train_fsr", params)
+    teacher = load_stage_config(GMETrainConfig, "gme_teacher", params)
+    student = load_stage_config(GMETrainConfig, "gme_train", params, {"ray": {"num_workers": 1}})
+    assert (fsr.num_workers, fsr.storage, fsr.iterations) == (3, "rr", 5)
+    assert (teacher.num_workers, teacher.stem_channels, teacher.iterations) == (3, 4, 7)
+    assert (student.num_workers, student.stem_channels, student.lambda_at) == (1, 4, 2.0)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("ray:\n  num_workers: 2\ntrain_fsr:\n  num_workers: 4\n", "shared by several stages; set them in [ray]"),
+    ("ray:\n  workers: 2\ntrain_fsr: {}\n", "params.yaml [ray]: unknown key(s) ['workers']"),
+    ("ray:\n  num_workers: 0\ntrain_fsr: {}\n", "ray.num_workers >= 1"),
+])
+def test_shared_sections_refuse_repeats_unknown_keys_and_bad_values(tmp_path, text, problem):
+    from components.config import FSRConfig
+
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(BadInput) as info:
+        load_stage_config(FSRConfig, "train_fsr", params)
+    assert problem in str(info.value)
+
+
+def test_cli_set_reaches_a_shared_section(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("ray: {}\ntrain_fsr:\n  features: nowhere\n")
+    assert main(["train_fsr", "--params", str(params), "--set", "train_fsr.num_workers=1"]) == 2
+    assert "set them in [ray]" in capsys.readouterr().err
+    assert main(["train_fsr", "--params", str(params), "--set", "gme_net.stem_channels=1"]) == 2
+    assert "reads params sections ['ray', 'train_fsr']" in capsys.readouterr().err

@@ -5,6 +5,7 @@ code dep names a file or folder that exists."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -41,6 +42,7 @@ def imported_modules(path: Path) -> set[str]:
     return {n for n in names if n.split(".")[0] in PROJECT}
 
 
+@cache
 def closure(module: str) -> set[str]:
     """Repo-relative files of `module` and everything it imports, with non-empty package __init__s."""
     seen: set[Path] = set()
@@ -78,3 +80,22 @@ def test_deps_cover_every_imported_module(stage):
 def test_code_deps_exist(stage):
     gone = [d for d in code_deps(stage) if not (REPO / d).exists()]
     assert not gone, f"dvc.yaml stage {stage} lists code deps that do not exist: {gone}"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_params_list_the_shared_sections_a_stage_reads(stage):
+    """A stage whose config inherits [ray] or [gme_net] lists that section in its params, so a change
+    there reruns it (and only the stages that read it)."""
+    from components import cli
+    from components.config import shared_sections
+
+    params = STAGES[stage].get("params", [])
+    missing = sorted(set(shared_sections(cli.STAGES[stage].config)) - set(params))
+    assert not missing, f"dvc.yaml stage {stage} reads params sections {missing} but does not list them"
+
+
+def test_tune_params_are_what_a_trial_inherits_from_train_fsr():
+    from components.stages.tune import TRIAL_INHERITS
+
+    listed = sorted(p.split(".", 1)[1] for p in STAGES["tune"]["params"] if p.startswith("train_fsr."))
+    assert listed == sorted(TRIAL_INHERITS), "dvc.yaml tune params must be tune.TRIAL_INHERITS, no more, no less"

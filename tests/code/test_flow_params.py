@@ -69,14 +69,14 @@ def test_profiles_name_real_keys_and_unknown_profiles_fail(params_file):
 
 def test_flow_parameters_map_onto_params_yaml_keys():
     assert fsrfer_updates(dataset="ferplus", hr_size=48, num_workers=4, fsr_iterations=10) == {
-        "prepare.dataset": "ferplus", "prepare.hr_size": 48, "train_fsr.num_workers": 4, "train_fsr.iterations": 10}
+        "prepare.dataset": "ferplus", "prepare.hr_size": 48, "ray.num_workers": 4, "train_fsr.iterations": 10}
     assert fsrfer_updates() == {}
     assert fsrfer_updates(run_tune=True) == {"tune.enabled": True}
     assert flatten_updates({"a": {"b": 1}}) == {"a.b": 1}
     from flows.train_gmenet import gmenet_updates
 
     assert gmenet_updates(num_workers=1, iterations=50, lambda_at=2.0) == {
-        "gme_teacher.num_workers": 1, "gme_train.num_workers": 1, "gme_teacher.iterations": 50,
+        "ray.num_workers": 1, "gme_teacher.iterations": 50,
         "gme_train.iterations": 50, "gme_train.lambda_at": 2.0}
     assert gmenet_updates() == {}
     params = yaml.safe_load((REPO / "params.yaml").read_text())

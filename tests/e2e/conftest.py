@@ -26,10 +26,11 @@ def tiny_params() -> dict:
     params["teacher"].update(conv_channels=[8, 12, 16, 16, 24, 24], bimap_dim=8, fc_dims=[32, 16], epochs=2,
                              augment=False)
     params["train_fsr"].update(channels=4, growth=4, blocks=1, d_base_channels=4, iterations=6, checkpoint_every=3,
-                               eval_every=3, batch_size=4, cpus_per_worker=0.5)
+                               eval_every=3, batch_size=4)
+    params["ray"].update(cpus_per_worker=0.5)
+    params["gme_net"].update(stem_channels=4, local_channels=[4, 8], global_channels=[4, 8, 8], fusion_dim=8)
     for section in ("gme_teacher", "gme_train"):
-        params[section].update(stem_channels=4, local_channels=[4, 8], global_channels=[4, 8, 8], fusion_dim=8,
-                               iterations=6, checkpoint_every=3, eval_every=3, batch_size=4, num_workers=1)
+        params[section].update(iterations=6, checkpoint_every=3, eval_every=3, batch_size=4)
     return params
 
 

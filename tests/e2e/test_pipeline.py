@@ -67,7 +67,8 @@ def gme_run(flow_project, first_run):
     from flows.train_gmenet import train_gmenet
 
     root, _ = flow_project
-    return train_gmenet(project_dir=str(root), num_workers=1)
+    # the same [ray] workers as the FSR-FER run: a different count would rerun train_fsr too
+    return train_gmenet(project_dir=str(root), num_workers=2)
 
 
 def faces_of_any_size() -> pd.DataFrame:

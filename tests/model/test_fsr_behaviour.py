@@ -5,9 +5,8 @@ The run is the synthetic default's data at its face size (100 px, 160 train / 40
 per class, seed 0), prepared at x2/x4/x8, with the model tier's small CovPoolFER trained to
 convergence on HR faces (30 epochs, no augmentation: HR test accuracy about 96%) and the
 model tier's small G (800 iterations, in-process). Accuracy is pooled over valid + test
-(392 faces). The margins held for G seeds 0, 1 and 2 on each of data + teacher seeds 0, 1
-and 2: the smallest gains were 8.1 points at x8 and 20.2 at x4 (benchmarks/README.md,
-"x8 at the synthetic default's face size").
+(392 faces). The asserted margins hold for G seeds 0-2 on data + teacher seeds 0-2 (the
+measured gains: benchmarks/README.md, "x8 at the synthetic default's face size").
 """
 
 from __future__ import annotations

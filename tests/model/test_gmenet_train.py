@@ -1,10 +1,9 @@
 """GME-Net on Ray Train with 2 workers on the tiny synthetic run: the HR teacher, then the LR
 student distilled from it (the gme_teacher and gme_train stages, as `dvc repro` runs them).
 The student beats chance at x8 (8-pixel faces, where the CovPoolFER teacher and the GME
-teacher on bicubic input are at chance), on valid + test pooled (196 faces), with a margin
-that held for seeds 0, 1 and 2 of this exact setting (measured pooled x8: 0.209, 0.250,
-0.250; chance 0.143; threshold 0.193). At the default's 100 px (13-pixel faces) the same
-sizes reach 0.301 at about three times the cost (benchmarks/small_x8.py)."""
+teacher on bicubic input are at chance), on valid + test pooled (196 faces), by chance + 5
+points: a margin that held for seeds 0-2 of this exact setting (the measured figures, and
+the 100 px variant: benchmarks/README.md, "x8 at the synthetic default's face size")."""
 
 from __future__ import annotations
 
