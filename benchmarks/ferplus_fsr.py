@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from components.config import FSRConfig
 from components.data.feature_cache import FeatureCache
-from components.distributed import run_local_training
 from components.models.covpool import load_covpool
-from components.models.rrdb import FeatureGenerator
-from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop, generator_config
+from components.models.rrdb import load_generator
+from components.stages.train_fsr import train_fsr
+from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale
 
 its, root = int(sys.argv[1]), sys.argv[2]
 tuned = json.loads(Path(sys.argv[3]).read_text())["best"] if len(sys.argv) > 3 else {}
@@ -32,10 +32,9 @@ cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teache
                 milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3,
                 **tuned)
 t = time.time()
-res = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+train_fsr(replace(cfg, out=f"{root}/models/fsr_bench.pt"), runner="local")  # the stage, in this process
 teacher = load_covpool(cfg.teacher)
-g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
-g.load_state_dict(torch.load(res.checkpoint_dir / "state.pt", weights_only=True)["g"])
+g = load_generator(f"{root}/models/fsr_bench.pt")
 cache = FeatureCache(cfg.features)
 shown = ("channels", "growth", "blocks", "dense_residual", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
          "sigma", "r", "k", "p")

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from components.config import FSRConfig
-from components.distributed import run_local_training  # noqa: E402
 from components.models.covpool import load_covpool  # noqa: E402
-from components.models.rrdb import FeatureGenerator  # noqa: E402
-from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale, fsr_train_loop, generator_config
+from components.models.rrdb import load_generator
+from components.stages.train_fsr import train_fsr
+from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale
 
 
 def main(variant: dict, name: str) -> dict:
@@ -35,10 +35,9 @@ def main(variant: dict, name: str) -> dict:
     params = yaml.safe_load(Path("params.yaml").read_text())["train_fsr"] | variant
     cfg = FSRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
     start = time.time()
-    result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+    train_fsr(replace(cfg, out=f"benchmarks/.cache/fsr_{name}.pt"), runner="local")  # the stage, in this process
     teacher = load_covpool(cfg.teacher)
-    g = FeatureGenerator(generator_config(cfg, teacher.cfg.bimap_dim))
-    g.load_state_dict(torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"])
+    g = load_generator(f"benchmarks/.cache/fsr_{name}.pt")
     row = {"name": name, "variant": variant, "seconds": round(time.time() - start)}
     for split in ("valid", "test", "train"):
         data = PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim)

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,18 +63,16 @@ def chain(root: Path, args) -> None:
 
 def fsr(root: Path, seed: int, iterations: int) -> dict:
     from components.config import FSRConfig
-    from components.distributed import run_local_training
     from components.stages.evaluate import bicubic_probs, fsr_probs_fn, pooled_accuracy
-    from components.training.fsr import fsr_train_loop, write_generator
+    from components.stages.train_fsr import train_fsr
 
     cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), out=str(root / f"fsr{seed}.pt"),
                     channels=8, growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01,
                     lr=1e-3, iterations=iterations, milestones=(iterations * 2 // 3,), batch_size=16, seed=seed,
                     checkpoint_every=iterations, eval_every=iterations)
-    result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+    train_fsr(cfg, runner="local")  # the stage, in this process
     cache = FeatureCache(root / "features")
     d = cache.manifest["bimap_dim"]
-    write_generator(cfg, torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"], iterations, d)
     columns = {"fsrfer": fsr_probs_fn(EvaluateConfig(features=cfg.features, teacher=cfg.teacher, fsr=cfg.out), d),
                "bicubic": bicubic_probs}
     return {key: {name: round(pooled_accuracy(probs, cache, SPLITS, key), 3) for name, probs in columns.items()}

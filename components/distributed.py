@@ -4,8 +4,8 @@ A training loop is a plain function `loop(config: dict, ctx: WorkerContext)`; it
 import Ray. `run_ray_training` runs it as a Ray Train TorchTrainer on N workers (the
 V2 API: checkpoints via ray.train.report, FailureConfig replaces dead workers and resumes
 from the last checkpoint, the same (storage_path, name) resumes a restarted run);
-`run_local_training` runs the same loop in this process with no Ray at all (used by the
-benchmark that measures Ray's overhead). `run_tune_search`: a Ray Tune search whose trials
+`run_local_training` runs the same loop in this process with no Ray at all (a stage's
+runner="local", components/training/loop.py; the benchmark of Ray's overhead). `run_tune_search`: a Ray Tune search whose trials
 each drive a TorchTrainer through `run_ray_training` (the Train V2 pattern).
 
 Ray starts locally with this machine's CPUs, or joins the cluster in RAY_ADDRESS: the
@@ -75,7 +75,10 @@ def log_step_metrics(client, run_id: str, metrics: dict, step: int) -> None:
 
 
 def final_state(result, what: str) -> dict:
-    """The state dict of a finished Ray Train run's last checkpoint (on the CPU); raises if the run failed."""
+    """The state dict of a finished run's last checkpoint (on the CPU): a Ray Train Result or a
+    LocalResult; raises if the run failed."""
+    if isinstance(result, LocalResult):
+        return torch.load(result.checkpoint_dir / "state.pt", map_location="cpu", weights_only=True)
     if result.error is not None:
         raise RuntimeError(f"{what}: Ray Train run failed: {result.error}")
     with result.checkpoint.as_directory() as folder:

@@ -11,8 +11,8 @@ from components.io import BadInput
 from components.training.gme import train_gme
 
 
-def train_gme_teacher(cfg: GMETrainConfig) -> dict:
+def train_gme_teacher(cfg: GMETrainConfig, runner: str = "ray") -> dict:
     """GME-Net's HR teacher (cfg.teacher must be empty); returns the summary."""
     if cfg.teacher:
         raise BadInput("gme_teacher.teacher must be empty: the teacher is trained on HR faces without distillation")
-    return train_gme(cfg)
+    return train_gme(cfg, runner)

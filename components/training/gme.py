@@ -31,7 +31,7 @@ from components.losses import attention_similarity_loss, class_weights
 from components.models.cost import model_cost
 from components.models.gmenet import GMEConfig, GMENet, load_gmenet, save_gmenet
 from components.runtime import images_to_tensor, predict_proba
-from components.training.loop import run_task, train_on_ray, training_summary
+from components.training.loop import run_task, run_training_stage, training_summary
 
 
 def gme_network(cfg: GMETrainConfig, store_meta: dict) -> GMEConfig:
@@ -122,7 +122,7 @@ def gme_train_loop(config: dict, ctx: WorkerContext) -> None:
     run_task(DistillationTask(cfg, ctx), ctx, cfg.seed, config)
 
 
-def train_gme(cfg: GMETrainConfig) -> dict:
+def train_gme(cfg: GMETrainConfig, runner: str = "ray") -> dict:
     """The body of both GME-Net stages: Ray Train run, the final model written to cfg.out; returns the summary."""
     import mlflow
 
@@ -134,7 +134,8 @@ def train_gme(cfg: GMETrainConfig) -> dict:
         raise BadInput(f"{cfg.teacher}: the GME-Net teacher's design differs from gme_train's "
                        "(A-SKD compares the maps of the same blocks); train them with the same sizes")
     inputs = [str(Path(cfg.prepared) / "meta.json")] + ([cfg.teacher] if cfg.teacher else [])
-    with train_on_ray(gme_train_loop, "gme", cfg, inputs, ("prepared", "teacher")) as (state, metrics):
+    with run_training_stage(gme_train_loop, "gme", cfg, inputs, ("prepared", "teacher"),
+                            runner=runner) as (state, metrics):
         model = GMENet(gme_network(cfg, store.meta))
         model.load_state_dict(state["model"])
         accs = {k: v for k, v in metrics.items() if k.startswith("valid_acc")}

@@ -10,10 +10,12 @@ step (`step`: the GAN's D-then-G step, or GME-Net's CE + distillation step, as B
 (seed, rank, iteration), so a run resumed from a checkpoint takes exactly the steps an
 uninterrupted one takes; a checkpoint also keeps torch's RNG state.
 
-`train_on_ray` is the stage side, also written once: the MLflow run, the Ray Train run
+`run_training_stage` is the stage side, also written once: the MLflow run, the Ray Train run
 (named by a hash of the config and its input files, so rerunning the same config resumes
 its last checkpoint), and the final state. The loops do not know whether they run under
-Ray (components/distributed.py adapts them; `run_local_training` runs them in-process).
+Ray (components/distributed.py adapts them). runner="local" runs the same stage in this
+process with one worker and no Ray (`run_local_training`): what the benchmarks and the
+behaviour tests use to train a stage's model without a Ray start-up.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from components.distributed import WorkerContext, final_state, log_step_metrics, run_ray_training
-from components.io import file_sha256
+from components.distributed import WorkerContext, final_state, log_step_metrics, run_local_training, run_ray_training
+from components.io import BadInput, file_sha256
 from components.tracking import mlflow_run, tracking_uri
 
 
@@ -93,10 +95,14 @@ def run_hash(cfg, inputs: list[str]) -> str:
     return hashlib.sha256((json.dumps(asdict(cfg), sort_keys=True) + identity).encode()).hexdigest()[:10]
 
 
+RUNNERS = ("ray", "local")
+
+
 @contextmanager
-def train_on_ray(loop: Callable, section: str, cfg, inputs: list[str], path_fields: tuple[str, ...],
-                 params: dict | None = None) -> Iterator[tuple[dict, dict]]:
-    """MLflow run + Ray Train run of `loop` for a stage config; yields (final state, last metrics).
+def run_training_stage(loop: Callable, section: str, cfg, inputs: list[str], path_fields: tuple[str, ...],
+                       params: dict | None = None, runner: str = "ray") -> Iterator[tuple[dict, dict]]:
+    """MLflow run + Ray Train run (runner "ray") or in-process run ("local") of `loop` for a stage
+    config; yields (final state, last metrics).
 
     section: the key the loop reads its config under; inputs: files whose content names the
     run (with the config); path_fields: the config's path fields, handed to the workers as
@@ -105,12 +111,18 @@ def train_on_ray(loop: Callable, section: str, cfg, inputs: list[str], path_fiel
     import mlflow
 
 
+    if runner not in RUNNERS:
+        raise BadInput(f"runner: {runner!r} is not one of {RUNNERS}")
     ray_name = f"{cfg.run_name}-{run_hash(cfg, inputs)}"
     with mlflow_run(cfg.experiment, cfg.run_name, params=asdict(cfg) | {"ray_run": ray_name} | (params or {})) as run:
         paths = {f: str(Path(getattr(cfg, f)).resolve()) if getattr(cfg, f) else "" for f in path_fields}
         config = {section: asdict(cfg) | paths, "tracking_uri": tracking_uri(), "run_id": run.info.run_id}
-        result = run_ray_training(loop, config, num_workers=cfg.num_workers, name=ray_name, storage_path=cfg.storage,
-                                  max_failures=cfg.max_failures, cpus_per_worker=cfg.cpus_per_worker)
+        if runner == "local":
+            result = run_local_training(loop, config)
+        else:
+            result = run_ray_training(loop, config, num_workers=cfg.num_workers, name=ray_name,
+                                      storage_path=cfg.storage, max_failures=cfg.max_failures,
+                                      cpus_per_worker=cfg.cpus_per_worker)
         metrics = dict(result.metrics)
         yield final_state(result, cfg.run_name), metrics
         mlflow.set_tag("worker_nodes", metrics.get("worker_nodes", ""))

@@ -447,3 +447,11 @@ def test_cli_set_reaches_a_shared_section(tmp_path, capsys):
     assert "set them in [ray]" in capsys.readouterr().err
     assert main(["train_fsr", "--params", str(params), "--set", "gme_net.stem_channels=1"]) == 2
     assert "reads params sections ['ray', 'train_fsr']" in capsys.readouterr().err
+
+
+def test_a_training_stage_refuses_an_unknown_runner(tmp_path):
+    from components.config import FSRConfig
+    from components.stages.train_fsr import train_fsr
+
+    with pytest.raises(BadInput, match="runner: 'threads' is not one of"):
+        train_fsr(FSRConfig(features=str(tmp_path), teacher=str(tmp_path / "t.pt")), runner="threads")

@@ -11,19 +11,15 @@ measured gains: benchmarks/README.md, "x8 at the synthetic default's face size")
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
-import torch
 
 from components.config import EvaluateConfig, FeaturesConfig, FSRConfig, PrepareConfig, TeacherConfig
 from components.data.feature_cache import FeatureCache
-from components.distributed import run_local_training
 from components.stages.evaluate import bicubic_probs, fsr_probs_fn, pooled_accuracy
 from components.stages.features import cache_features
 from components.stages.prepare import prepare
 from components.stages.teacher import train_teacher
-from components.training.fsr import fsr_train_loop, write_generator
+from components.stages.train_fsr import train_fsr
 from tests.conftest import TINY_TEACHER
 
 X4_MARGIN = 0.10
@@ -48,16 +44,16 @@ def default_size_run(tmp_path_factory, synthetic_default):
     return root
 
 
-def test_fsr_beats_bicubic_at_x4_and_x8(default_size_run):
+def test_fsr_beats_bicubic_at_x4_and_x8(default_size_run, monkeypatch):
     its = 800
     features, teacher_path = str(default_size_run / "features"), str(default_size_run / "teacher.pt")
     cfg = FSRConfig(features=features, teacher=teacher_path, out=str(default_size_run / "fsr.pt"), channels=8, growth=8,
                     blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
                     milestones=(530,), batch_size=16, seed=0, checkpoint_every=its, eval_every=its)
-    result = run_local_training(fsr_train_loop, {"fsr": asdict(cfg)}, device=torch.device("cpu"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{default_size_run / 'mlflow.db'}")
+    train_fsr(cfg, runner="local")  # the stage itself, in this process (no Ray start-up)
     cache = FeatureCache(features)
     d = cache.manifest["bimap_dim"]
-    write_generator(cfg, torch.load(result.checkpoint_dir / "state.pt", weights_only=True)["g"], its, d)
     fsrfer = fsr_probs_fn(EvaluateConfig(features=features, teacher=teacher_path, fsr=cfg.out), d)
 
     x4 = pooled_accuracy(fsrfer, cache, SPLITS, "x4"), pooled_accuracy(bicubic_probs, cache, SPLITS, "x4")
