@@ -1,8 +1,11 @@
-"""Typed stage configs, read from params.yaml (one section per stage).
+"""Every stage's typed config, read from params.yaml (one section per stage, in pipeline order).
 
-Stages never read params.yaml themselves: the CLI (or a flow) loads the section into the
-stage's dataclass with `load_stage_config` and hands it over. Unknown keys and bad values
-raise BadInput naming the parameter.
+Stages never read params.yaml themselves: the CLI (or a flow, through DVC) loads the section into
+the stage's dataclass with `load_stage_config` and hands it over. Settings several stages share
+are written once, in their own section, and inherited by the configs that read them: [ray]
+(RayConfig: Ray Train resources of train_fsr, gme_teacher, gme_train) and [gme_net]
+(GMENetConfig: GME-Net's design, for its HR teacher and LR student). Unknown keys, a shared key
+repeated in a stage section, and bad values raise BadInput naming the parameter.
 """
 
 from __future__ import annotations
@@ -269,16 +272,6 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
-class RegisterGMEConfig:
-    prepared: str = "data/prepared"
-    gmenet: str = "models/gmenet.pt"
-    metrics: str = "metrics/compare.json"  # the compare stage's table (GME-Net's column)
-    out: str = "registry/gmenet.json"
-    model_name: str = "gmenet"
-    experiment: str = "fsrfer-register"
-
-
-@dataclass(frozen=True)
 class GMETrainConfig(GMENetConfig, RayConfig):
     prepared: str = "data/prepared"
     teacher: str = ""  # "" trains the HR teacher; else the frozen teacher the LR student distils from
@@ -308,7 +301,6 @@ class GMETrainConfig(GMENetConfig, RayConfig):
             raise BadInput(f"gmenet.lambda_at must be >= 0, got {self.lambda_at}")
 
 
-
 @dataclass(frozen=True)
 class CompareConfig:
     prepared: str = "data/prepared"
@@ -319,6 +311,16 @@ class CompareConfig:
     metrics: str = "metrics/compare.json"
     plots: str = "plots/compare"
     experiment: str = "fsrfer-evaluate"
+
+
+@dataclass(frozen=True)
+class RegisterGMEConfig:
+    prepared: str = "data/prepared"
+    gmenet: str = "models/gmenet.pt"
+    metrics: str = "metrics/compare.json"  # the compare stage's table (GME-Net's column)
+    out: str = "registry/gmenet.json"
+    model_name: str = "gmenet"
+    experiment: str = "fsrfer-register"
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,14 @@ def with_tuned_values(cfg: FSRConfig) -> tuple[FSRConfig, dict[str, float]]:
     return replace(cfg, **tuned), tuned
 
 
+def require_valid_split(features: str) -> None:
+    """Selection and tuning read the validation split only: refuse a feature cache without one."""
+    splits = FeatureCache(features).splits
+    if "valid" not in splits:
+        raise BadInput(f"{features}: no valid split to evaluate G on (splits: {sorted(splits)}); "
+                       "set prepare.valid_fraction > 0 to carve one from train")
+
+
 def fsr_inputs(cfg: FSRConfig) -> list[str]:
     """The files whose content (with the config) names a GAN run: the teacher and the feature cache."""
     return [cfg.teacher, str(Path(cfg.features) / "manifest.json")]

@@ -449,9 +449,21 @@ def test_cli_set_reaches_a_shared_section(tmp_path, capsys):
     assert "reads params sections ['ray', 'train_fsr']" in capsys.readouterr().err
 
 
-def test_a_training_stage_refuses_an_unknown_runner(tmp_path):
+def test_a_training_stage_refuses_an_unknown_runner(tiny_run):
     from components.config import FSRConfig
     from components.stages.train_fsr import train_fsr
 
     with pytest.raises(BadInput, match="runner: 'threads' is not one of"):
-        train_fsr(FSRConfig(features=str(tmp_path), teacher=str(tmp_path / "t.pt")), runner="threads")
+        train_fsr(FSRConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher)), runner="threads")
+
+
+def test_gan_training_refuses_a_feature_cache_without_a_valid_split(tmp_path):
+    """Selection reads valid only: no silent fallback to test (the teacher and GME-Net stages: test_teacher_levers)."""
+    import json
+
+    from components.config import FSRConfig
+    from components.stages.train_fsr import train_fsr
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"splits": {"train": {}, "test": {}}, "keys": ["x1"]}))
+    with pytest.raises(BadInput, match="no valid split to evaluate G on"):
+        train_fsr(FSRConfig(features=str(tmp_path), teacher=str(tmp_path / "t.pt")))
