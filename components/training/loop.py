@@ -110,7 +110,6 @@ def run_training_stage(loop: Callable, section: str, cfg, inputs: list[str], pat
     its outputs inside the block, so they are logged to the same MLflow run."""
     import mlflow
 
-
     if runner not in RUNNERS:
         raise BadInput(f"runner: {runner!r} is not one of {RUNNERS}")
     ray_name = f"{cfg.run_name}-{run_hash(cfg, inputs)}"
