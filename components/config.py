@@ -11,6 +11,7 @@ repeated in a stage section, and bad values raise BadInput naming the parameter.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -344,17 +345,51 @@ class PromoteConfig:
 C = TypeVar("C")
 
 
+def _typed(value: Any, kind: Any, where: str) -> Any:
+    """`value` as the field type `kind` (bool, int, float, str, tuple[X, ...] / tuple[X, Y]), or BadInput.
+
+    YAML 1.1 reads `1e-3` as a string: a numeric string becomes the float a float field wants."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(kind)
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise BadInput(f"{where}: expected {len(items)} values, got {list(value)!r}")
+        return tuple(_typed(v, k, f"{where}[{i}]") for i, (v, k) in enumerate(zip(value, items, strict=True)))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise BadInput(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise BadInput(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"{where}: expected a number, got {value!r}")
+        return value
+    if kind is str and not isinstance(value, str):
+        raise BadInput(f"{where}: expected a string, got {value!r}")
+    return value
+
+
 def build_config(cls: type[C], section: str, values: dict[str, Any] | None) -> C:
-    """Build a stage dataclass from a params section; unknown keys are an error, lists become tuples."""
+    """Build a stage dataclass from a params section: unknown keys and values of the wrong type are
+    errors naming the parameter; lists become tuples, numeric strings become floats."""
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise BadInput(f"params.yaml [{section}]: unknown key(s) {unknown} (known: {sorted(names)})")
-    for key, value in values.items():
-        if isinstance(value, list):
-            values[key] = tuple(value)
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _typed(value, hints[key], f"{section}.{key}") for key, value in values.items()})
 
 
 def shared_sections(cls: type) -> dict[str, type]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from components.cli import main
 from components.config import PrepareConfig, build_config, load_stage_config
@@ -467,3 +468,28 @@ def test_gan_training_refuses_a_feature_cache_without_a_valid_split(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"splits": {"train": {}, "test": {}}, "keys": ["x1"]}))
     with pytest.raises(BadInput, match="no valid split to evaluate G on"):
         train_fsr(FSRConfig(features=str(tmp_path), teacher=str(tmp_path / "t.pt")))
+
+
+@pytest.mark.parametrize("section, text, problem", [
+    ("teacher", "epochs: ten", "teacher.epochs: expected a whole number, got 'ten'"),
+    ("teacher", "epochs: 2.5", "teacher.epochs: expected a whole number, got 2.5"),
+    ("teacher", "augment: maybe", "teacher.augment: expected true or false, got 'maybe'"),
+    ("teacher", "lr: fast", "teacher.lr: expected a number, got 'fast'"),
+    ("teacher", "conv_channels: 64", "teacher.conv_channels: expected a list, got 64"),
+    ("teacher", "conv_channels: [64, wide]", "teacher.conv_channels[1]: expected a whole number"),
+    ("tune", "sigma: [1.1]", "tune.sigma: expected 2 values, got [1.1]"),
+    ("evaluate", "fsr: 3", "evaluate.fsr: expected a string, got 3"),
+])
+def test_cli_refuses_values_of_the_wrong_type_naming_the_param(tmp_path, capsys, section, text, problem):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"{section}:\n  {text}\ntrain_fsr: {{}}\nray: {{}}\n")
+    assert main([section, "--params", str(params)]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_yaml_1_1_exponent_strings_become_floats():
+    """PyYAML reads `lr: 1e-3` as the string '1e-3' (YAML 1.1); a float field gets the number."""
+    from components.config import TeacherConfig
+
+    cfg = build_config(TeacherConfig, "teacher", yaml.safe_load("lr: 1e-3\nweight_decay: 5e-4\n"))
+    assert cfg.lr == 0.001 and isinstance(cfg.lr, float) and cfg.weight_decay == 0.0005
