@@ -32,7 +32,7 @@ base = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teach
                  w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, milestones=(2000,), batch_size=32)
 cfg = FSRTuneConfig(enabled=True, out=str(cache / "ferplus_tune.json"), num_samples=trials, iterations=iterations,
                     report_every=report_every, grace_period=2, reduction_factor=2, num_workers=1, cpus_per_worker=1.0,
-                    driver_cpus=0.5, storage=str(cache / "ray_ferplus_tune"))
+                    driver_cpus=0.5)
 start = time.time()
 result = tune_fsr(cfg, base)
 print(json.dumps(result | {"seconds": round(time.time() - start)}, indent=1))

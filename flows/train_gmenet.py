@@ -4,7 +4,7 @@ stage, which reads the FSR-FER chain's evaluate table) -> registry version `chal
 `gmenet` -> gated promotion to `champion` (the same rule as fsrfer).
 
     prefect deployment run train-gmenet/default --watch
-    prefect deployment run train-gmenet/default -p num_workers=1 -p iterations=3000 --watch
+    prefect deployment run train-gmenet/default -p iterations=3000 --watch
 
 Parameters map onto params.yaml as in `train-fsrfer` (flows/train_fsrfer.py): `profile`
 first, then the named ones, then `overrides` ({"gme_train.lambda_at": 2.0}); DVC runs what
@@ -37,7 +37,10 @@ def train_gmenet(profile: str | None = None, num_workers: int | None = None, ite
     """Run the GME-Net pipeline; returns the stage results, the registered version and the promotion decision.
 
     profile: profiles/<profile>.yaml applied to params.yaml first (e.g. synthetic, ferplus).
-    num_workers: Ray Train workers (ray.num_workers, shared with train_fsr); iterations: of both.
+    num_workers: Ray Train workers (ray.num_workers). Shared with train_fsr, which this flow's
+      chain includes up to `evaluate`: a count other than the FSR-FER run's retrains G too (the
+      GAN's shards and seeds follow the worker count).
+    iterations: of both GME-Net stages.
     lambda_at: the attention-similarity weight of the student (gme_train.lambda_at).
     overrides: any other params.yaml values, {"section.key": value}.
     promote: run the gated promotion of the new `gmenet` version at the end.

@@ -31,9 +31,13 @@ def entry_module(stage: str) -> str:
 
 def imported_modules(path: Path) -> set[str]:
     """Project module names a file imports anywhere (functions included); `from a import b` gives
-    a.b when that is a submodule, else a."""
+    a.b when that is a submodule, else a. A string constant naming a pyfunc entry file
+    ("fsrfer_model.py": components/serving/, logged as a model from code by path) counts too."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith("_model.py") \
+                and module_file(f"components.serving.{node.value[:-3]}"):
+            names.add(f"components.serving.{node.value[:-3]}")
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

@@ -35,7 +35,7 @@ def search(tiny_run, tmp_path_factory):
                      batch_size=8, lr=1e-3, milestones=(1000,), w_gan=0.1, w_percep=10.0, w_feat=0.01)
     cfg = FSRTuneConfig(enabled=True, out=str(root / "tuned.json"), num_samples=4, iterations=200, report_every=40,
                         grace_period=1, reduction_factor=2, num_workers=1, cpus_per_worker=0.5, driver_cpus=0.5,
-                        experiment="test-tune", storage=str(root / "ray"))
+                        experiment="test-tune")
     try:
         result = tune_fsr(cfg, base)
     finally:
