@@ -422,6 +422,18 @@ def load_stage_config(cls: type[C], section: str, params_path: str | Path = "par
     return build_config(cls, section, values)
 
 
+def params_sections(section: str, values: dict[str, Any], cls: type) -> dict[str, dict[str, Any]]:
+    """The params.yaml sections that give `cls` these values: the inverse of load_stage_config.
+    Keys of an inherited shared section ([ray], [gme_net]) go there; lists stay lists (YAML)."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, base in shared_sections(cls).items():
+        own = {f.name for f in dataclasses.fields(base)}
+        out[name] = {k: v for k, v in plain.items() if k in own}
+    shared = {k for sec in out.values() for k in sec}
+    return {section: {k: v for k, v in plain.items() if k not in shared}} | out
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """['tune.enabled=true', 'ray.num_workers=4'] -> {'tune': {'enabled': True}, ...} (values read as YAML)."""
     out: dict[str, dict[str, Any]] = {}

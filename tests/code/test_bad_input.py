@@ -493,3 +493,18 @@ def test_yaml_1_1_exponent_strings_become_floats():
 
     cfg = build_config(TeacherConfig, "teacher", yaml.safe_load("lr: 1e-3\nweight_decay: 5e-4\n"))
     assert cfg.lr == 0.001 and isinstance(cfg.lr, float) and cfg.weight_decay == 0.0005
+
+
+def test_params_sections_round_trip_through_the_loader(tmp_path):
+    """params_sections writes a config's values as the sections load_stage_config reads back."""
+    from dataclasses import asdict
+
+    from components.config import FSRConfig, GMETrainConfig, params_sections
+
+    for section, cfg in [("train_fsr", FSRConfig(num_workers=3, iterations=7, milestones=(2, 5))),
+                         ("gme_train", GMETrainConfig(stem_channels=4, local_channels=(4, 8), cpus_per_worker=0.5))]:
+        sections = params_sections(section, asdict(cfg), type(cfg))
+        assert "num_workers" not in sections[section] and sections["ray"]["num_workers"] == cfg.num_workers
+        params = tmp_path / f"{section}.yaml"
+        params.write_text(yaml.safe_dump(sections))
+        assert load_stage_config(type(cfg), section, params) == cfg

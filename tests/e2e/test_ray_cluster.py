@@ -25,6 +25,8 @@ import mlflow
 import pytest
 import yaml
 
+from components.config import FSRConfig, params_sections
+
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,
                 milestones=[1000], w_gan=0.1, w_percep=10.0, w_feat=0.01, iterations=20, checkpoint_every=10,
                 eval_every=10, num_workers=2, cpus_per_worker=1.0)
@@ -128,7 +130,8 @@ def _fsr_params(tiny_run, root: Path) -> dict:
 
 def test_training_runs_one_worker_on_each_node(cluster, tiny_run, tmp_path):
     address, node_ids = cluster
-    summary = _run_stage("train_fsr", {"train_fsr": _fsr_params(tiny_run, tmp_path)}, tmp_path, address)
+    summary = _run_stage("train_fsr", params_sections("train_fsr", _fsr_params(tiny_run, tmp_path), FSRConfig),
+                         tmp_path, address)
     workers = summary["worker_nodes"].split(",")
     assert len(workers) == 2 and set(workers) == node_ids, (workers, node_ids)
     assert summary["iterations"] == TINY_FSR["iterations"] and Path(summary["out"]).is_file()
@@ -141,9 +144,9 @@ def test_training_runs_one_worker_on_each_node(cluster, tiny_run, tmp_path):
 def test_tune_search_runs_its_trials_on_the_cluster(cluster, tiny_run, tmp_path):
     address, node_ids = cluster
     tune = dict(enabled=True, out=str(tmp_path / "tuned.json"), num_samples=2, iterations=20, report_every=10,
-                grace_period=1, reduction_factor=2, num_workers=2, cpus_per_worker=0.25, driver_cpus=0.5,
-                storage=str(tmp_path / "ray"))
-    summary = _run_stage("tune", {"tune": tune, "train_fsr": _fsr_params(tiny_run, tmp_path)}, tmp_path, address)
+                grace_period=1, reduction_factor=2, num_workers=2, cpus_per_worker=0.25, driver_cpus=0.5)
+    params = {"tune": tune} | params_sections("train_fsr", _fsr_params(tiny_run, tmp_path), FSRConfig)
+    summary = _run_stage("tune", params, tmp_path, address)
     assert len(summary["trials"]) == 2 and all(t["error"] is None for t in summary["trials"]), summary["trials"]
     for trial in summary["trials"]:
         assert set(trial["worker_nodes"].split(",")) <= node_ids

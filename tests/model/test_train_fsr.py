@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from components.config import FSRConfig
+from components.config import FSRConfig, params_sections
 from components.models.rrdb import load_generator
 from components.stages.train_fsr import train_fsr
 from tests.conftest import short_tmpdir
@@ -51,8 +51,7 @@ def test_two_worker_run_completes_and_reports(tiny_run, ray_session, tmp_path, m
 
 
 def _write_params(path: Path, cfg: FSRConfig) -> None:
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-    path.write_text(yaml.safe_dump({"train_fsr": values}))
+    path.write_text(yaml.safe_dump(params_sections("train_fsr", asdict(cfg), FSRConfig)))
 
 
 def _run_cli(params: Path, env: dict) -> subprocess.Popen:
