@@ -18,6 +18,7 @@ from components.config import PromoteConfig, load_stage_config, parse_overrides,
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.io import BadInput, atomic_write_text
 from components.registry import promote
+from components.serving.predict import predict
 from components.stages import (
     compare,
     evaluate,
@@ -36,6 +37,10 @@ from components.stages import (
 def _cmd_synth(args: argparse.Namespace) -> dict:
     cfg = SyntheticConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class, seed=args.seed)
     return {"out": args.out, "counts": write_synthetic_rafdb(args.out, cfg)}
+
+
+def _cmd_predict(args: argparse.Namespace) -> dict:
+    return predict(args.inputs, args.out, args.model, args.alias, args.min_face_size, args.upsample, args.every)
 
 
 def _cmd_promote(args: argparse.Namespace) -> dict:
@@ -127,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--model", help="registered model name (default: params.yaml promote.model_name)")
     promote.add_argument("--version", help="version to consider (default: the one with alias challenger)")
     promote.set_defaults(run=_cmd_promote)
+
+    run = sub.add_parser("predict", help="find every face in photos, folders or videos and classify it with a "
+                                          "registered model (annotated images, faces.csv/json, summary.json)")
+    run.add_argument("inputs", nargs="+", metavar="PHOTO|FOLDER|VIDEO")
+    run.add_argument("--out", required=True, help="folder for annotated/, faces.csv, faces.json, summary.json")
+    run.add_argument("--model", default="fsrfer", help="registered model name (fsrfer, gmenet, ...)")
+    run.add_argument("--alias", default="champion")
+    run.add_argument("--min-face-size", type=int, default=12, help="smallest face MTCNN looks for, px (>= 12)")
+    run.add_argument("--upsample", type=float, default=1.0,
+                     help="detect on the image enlarged by this factor (finds faces below 12 px; slower)")
+    run.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
+    run.set_defaults(run=_cmd_predict)
     return parser
 
 

@@ -28,6 +28,24 @@ def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> 
             "confusion": cm}
 
 
+def scales_where_better(valid: dict, method: str, baseline: str) -> tuple[int, ...]:
+    """The scales (1 = HR) at which `method` beats `baseline` in accuracy on the valid table
+    (method -> "x<s>" -> scores): where FSR-FER applies G. Chosen on valid, never on test."""
+    return tuple(int(key[1:]) for key, row in valid[method].items()
+                 if row["accuracy"] > valid[baseline][key]["accuracy"])
+
+
+G_ALWAYS = "fsrfer_g_always"  # the evaluate table's column of C(G(F)) at every scale
+
+
+def fsr_g_scales(table: dict) -> tuple[int, ...] | None:
+    """Where the served FSR-FER applies G: the scales at which G beats bicubic on the table's valid
+    split; None for a table without the G column (written before the rule existed)."""
+    if G_ALWAYS not in table.get("valid", {}):
+        return None
+    return scales_where_better(table["valid"], G_ALWAYS, "bicubic")
+
+
 def save_figure(fig, path: Path) -> None:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")

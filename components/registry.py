@@ -34,7 +34,14 @@ import numpy as np
 from components.config import PromoteConfig, PromotionRule
 from components.data.store import PreparedStore
 from components.io import BadInput, atomic_write_text
-from components.serving.fsrfer import ServingConfig, decode_image, probabilities_frame, write_serving_config
+from components.serving.fsrfer import (
+    DEFAULT_PARAMS,
+    ServingConfig,
+    decode_image,
+    probabilities_frame,
+    write_serving_config,
+)
+from components.serving.scene import face_crop_of
 from components.tracking import mlflow_run, tracking_uri
 
 CHALLENGER = "challenger"
@@ -158,8 +165,10 @@ def require_files(*paths: str) -> None:
             raise BadInput(f"register: {path} does not exist; run the stages before registering")
 
 
-def serving_config(store: PreparedStore):
-    return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes))
+def serving_config(store: PreparedStore, g_scales: tuple[int, ...] | None = None) -> ServingConfig:
+    """The served model's config: the store's HR size, channels, classes and face crop rule; G's scales."""
+    return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes),
+                         face_crop_of(store.meta), g_scales)
 
 
 def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,
@@ -174,7 +183,7 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
     example = input_example_frame(store)
     faces = [decode_image(b, serving.channels, "input example") for b in example["image"]]
     example_output = probabilities_frame(predictor.predict_proba(faces), serving.classes, [""] * len(faces))
-    signature = mlflow.models.infer_signature(example, example_output)
+    signature = mlflow.models.infer_signature(example, example_output, params=DEFAULT_PARAMS)
 
     with mlflow_run(cfg.experiment, f"register-{cfg.model_name}", params=asdict(cfg)) as run, \
             tempfile.TemporaryDirectory() as tmp:

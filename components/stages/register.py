@@ -3,7 +3,8 @@
 The logged model (components/serving/fsrfer.py) takes a DataFrame with an `image` column
 of encoded image bytes (grayscale or RGB, any size, pre-cropped faces) and returns class
 probabilities. Its artifacts are the teacher (extractor + classifier), G and the serving
-config (HR size, channels, classes, from the prepared store's meta.json).
+config (HR size, channels, classes and face crop rule, from the prepared store's meta.json,
+and the scales where G applies, chosen on valid by the evaluate stage).
 
 The new version gets alias `challenger` and tags: validation accuracy of FSR-FER per LR
 scale and their mean, the test accuracies, the bicubic baseline's, the data and teacher
@@ -21,6 +22,7 @@ import torch
 from components.config import RegisterConfig
 from components.data.store import PreparedStore
 from components.io import file_sha256
+from components.metrics import fsr_g_scales
 from components.registry import log_and_register, metric_tags, require_files, serving_config
 from components.serving.fsrfer import FSRFERPredictor
 
@@ -29,8 +31,11 @@ def register(cfg: RegisterConfig) -> dict:
     """FSR-FER: log the pyfunc, register a new version with alias challenger and its tags; returns the record."""
     require_files(cfg.teacher, cfg.fsr, cfg.metrics)
     store = PreparedStore(cfg.prepared)
-    serving = serving_config(store)
-    tags = metric_tags(json.loads(Path(cfg.metrics).read_text()), "fsrfer")
+    table = json.loads(Path(cfg.metrics).read_text())
+    g_scales = fsr_g_scales(table)
+    serving = serving_config(store, g_scales)
+    tags = metric_tags(table, "fsrfer")
+    tags["g_scales"] = "none" if g_scales is None else ",".join(map(str, g_scales))
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
     tags |= {f"param.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())

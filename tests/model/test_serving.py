@@ -3,18 +3,24 @@ HR size -> extractor -> G (LR only) -> classifier, consistent with the pipeline'
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
+import mlflow
 import numpy as np
 import pytest
 import torch
 
 from components.config import FSRConfig
+from components.data.degrade import imresize, to_uint8, upscale_to
 from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
 from components.io import BadInput
+from components.metrics import G_ALWAYS, fsr_g_scales
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.rrdb import FeatureGenerator, GeneratorConfig, load_generator
-from components.serving.fsrfer import FSRFERPredictor, ServingConfig, decode_image, to_hr
+from components.serving.fsrfer import FSRFERPredictor, ServingConfig, applies_g, decode_image, to_hr
+from components.stages.evaluate import served_fsr_column
 from components.training.fsr import write_generator
 
 
@@ -64,6 +70,53 @@ def test_any_size_and_channel_count_is_accepted(predictor):
     assert hr.shape == (48, 48, 3) and hr.dtype == np.uint8 and scale == pytest.approx(48 / 9)
 
 
+def test_a_non_square_face_is_centre_cropped_as_prepare_crops_not_squashed():
+    rng = np.random.default_rng(1)
+    face = rng.integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    hr, scale = to_hr(face, 100)
+    centre, _ = to_hr(face[:, 15:65], 100)
+    np.testing.assert_array_equal(hr, centre)
+    assert scale == 2.0  # 100 / the square's side, 50
+    squashed = upscale_to(face[None], (100, 100))[0]
+    assert not np.array_equal(hr, squashed)
+    big = rng.integers(0, 256, (130, 100, 3), dtype=np.uint8)  # larger than HR: prepare's path (centre square, down)
+    np.testing.assert_array_equal(to_hr(big, 64)[0], to_uint8(imresize(big[15:115], output_shape=(64, 64))))
+
+
+@pytest.mark.parametrize("scale, g_scales, lifted", [
+    (1.01, (2, 3, 4, 5, 6, 7, 8), False),  # a 99 px face at HR 100: x1, never lifted unless valid chose x1
+    (1.01, (1, 2), True), (1.6, (2,), True), (3.0, (2, 4), False), (4.4, (2, 4), True),
+    (12.0, (8,), True), (12.0, (2, 4), False), (4.0, (), False),
+    (4.0, None, True), (1.0, None, False),  # a config written before the rule: G below the HR size
+])
+def test_g_is_applied_at_the_validated_scales_only(scale, g_scales, lifted):
+    assert applies_g(scale, g_scales) is lifted
+
+
+def test_served_rows_equal_c_of_g_of_f_where_the_rule_lifts_and_c_of_f_elsewhere(tiny_run, predictor):
+    """Per row against the feature cache (the evaluate stage's inputs): x4 rows lifted, x2 and HR rows not,
+    a non-square face cropped to its x4 centre."""
+    store, cache = PreparedStore(tiny_run.prepared), FeatureCache(tiny_run.features)
+    rule = FSRFERPredictor(tiny_run.teacher, predictor.generator_path, replace(predictor.cfg, g_scales=(4,)))
+    x4, x2 = np.asarray(store.array("test", "x4")[:3]), np.asarray(store.array("test", "x2")[:3])
+    hr = np.asarray(store.array("test", "hr")[:3])
+    wide = np.pad(x4[0], ((0, 0), (5, 5), (0, 0)), mode="edge")  # 16 x 26: its centre square is the x4 face
+    probs = rule.predict_proba(list(x4) + list(x2) + list(hr) + [wide])
+    teacher = load_covpool(tiny_run.teacher)
+    d = teacher.cfg.bimap_dim
+
+    def direct(key: str, lift: bool) -> np.ndarray:
+        feats = triu_to_matrix(torch.from_numpy(np.array(cache.array("test", "features")[cache.block("test", key)][:3])), d)
+        with torch.no_grad():
+            return torch.softmax(teacher.classifier(rule.generator(feats) if lift else feats), 1).numpy()
+
+    np.testing.assert_allclose(probs[:3], direct("x4", True), atol=1e-4)
+    np.testing.assert_allclose(probs[3:6], direct("x2", False), atol=1e-4)
+    np.testing.assert_allclose(probs[6:9], cache.array("test", "probs")[:3], atol=1e-5)
+    np.testing.assert_allclose(probs[9], probs[0], atol=1e-6)
+    assert not np.allclose(probs[:3], direct("x4", False), atol=1e-3)  # G really was applied at x4
+
+
 def test_decode_image_handles_gray_rgba_16bit_and_names_bad_rows():
     gray = cv2.imencode(".png", np.full((10, 12), 200, np.uint8))[1].tobytes()
     assert decode_image(gray, 3, "row 0").shape == (10, 12, 3)
@@ -83,3 +136,32 @@ def test_generator_file_records_its_training_config(tmp_path):
     blob = torch.load(cfg.out, weights_only=True)
     assert blob["train_config"]["sigma"] == 1.8 and blob["iteration"] == 3
     assert load_generator(cfg.out).cfg.channels == 4
+
+
+def test_the_fsrfer_column_is_g_where_valid_says_it_pays_and_the_teacher_elsewhere():
+    def row(acc: float) -> dict:
+        return {"accuracy": acc, "mean_class_accuracy": acc}
+
+    table = {split: {"bicubic": {k: row(0.5) for k in ("x1", "x2", "x4")},
+                     G_ALWAYS: {"x1": row(0.4), "x2": row(0.5 if split == "valid" else 0.9),
+                                "x4": row(0.6 if split == "valid" else 0.1)}}
+             for split in ("valid", "test")}
+    assert served_fsr_column(table) == (4,)  # x2 ties on valid: G does not pay there, whatever test says
+    assert table["test"]["fsrfer"] == {"x1": row(0.5), "x2": row(0.5), "x4": row(0.1)}
+    assert fsr_g_scales({"valid": {"bicubic": {}}}) is None
+
+
+def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
+    table = registered_fsrfer.table
+    g_scales = fsr_g_scales(table)
+    for split in ("valid", "test"):
+        for key, scores in table[split]["fsrfer"].items():
+            source = G_ALWAYS if int(key[1:]) in g_scales else "bicubic"
+            assert scores == table[split][source][key], (split, key)
+    valid = table["valid"]
+    assert all(valid["fsrfer"][k]["accuracy"] >= valid["bicubic"][k]["accuracy"] for k in valid["fsrfer"])
+    version = mlflow.MlflowClient(registered_fsrfer.uri).get_model_version("fsrfer", "1")
+    assert version.tags["g_scales"] == ",".join(map(str, g_scales))
+    client = mlflow.MlflowClient(registered_fsrfer.uri)
+    served = mlflow.pyfunc.load_model(client.get_model_version_download_uri("fsrfer", "1")).unwrap_python_model()
+    assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp"

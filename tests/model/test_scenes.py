@@ -1,0 +1,186 @@
+"""Crowd photos in, an expression per face out (components/serving/scene.py, the pyfunc's
+`detect` path, `fsrfer predict`): faces found, cut as the training faces were, measured and
+classified by the per-face path; bad inputs named, the rest goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.data.align import Detection
+from components.io import BadInput
+from components.serving.fsrfer import check_params
+from components.serving.scene import SceneFaces, crop_face, face_crop_of
+
+SIZES = (64, 40, 28, 20)  # pasted sizes of the synthetic aligned faces (their frame is the warp template's)
+
+
+def compose_scene(raw: Path) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """A 160x420 gray scene with four aligned synthetic test faces pasted at SIZES; (scene, [(x, y, size)])."""
+    files = sorted((raw / "Image" / "aligned").glob("test_*.jpg"))[: len(SIZES)]
+    scene = np.full((160, 420, 3), 90, np.uint8)
+    placed, x = [], 20
+    for path, size in zip(files, SIZES):
+        face = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA)
+        scene[40 : 40 + size, x : x + size] = face
+        placed.append((x, 40, size))
+        x += size + 40
+    return scene, placed
+
+
+def png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)[1].tobytes()
+
+
+def pasted_under(box: tuple[int, int, int, int], placed: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    hits = [p for p in placed if p[0] <= cx < p[0] + p[2] and p[1] <= cy < p[1] + p[2]]
+    assert len(hits) == 1, f"detection {box} lies on no pasted face"
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def scene(tiny_run):
+    return compose_scene(tiny_run.root / "raw")
+
+
+@pytest.fixture(scope="module")
+def model(registered_fsrfer):
+    return mlflow.pyfunc.load_model(mlflow.MlflowClient(registered_fsrfer.uri).get_model_version_download_uri("fsrfer", "1"))
+
+
+def test_warped_faces_keep_their_native_size_and_upsampling_finds_smaller_ones(scene):
+    image, placed = scene
+    found = SceneFaces("warp", 100, min_face_size=12)(image)
+    found_up = SceneFaces("warp", 100, min_face_size=12, upsample=2.0)(image)
+    assert found and len(found_up) > len(found)
+    for crop in found_up:
+        x, y, size = pasted_under(crop.detection.box, placed)
+        # the aligned frame is the template's, so the warp at native size recovers the pasted face
+        assert crop.face.shape == (crop.native_size, crop.native_size, 3)
+        assert abs(crop.native_size - size) <= 0.15 * size, (crop.native_size, size)
+        back = cv2.resize(crop.face, (size, size), interpolation=cv2.INTER_AREA).astype(float)
+        misfit = [np.abs(back - image[y + dy : y + dy + size, x + dx : x + dx + size]).mean()
+                  for dx, dy in ((0, 0), (size // 3, 0), (0, size // 3))]
+        assert misfit[0] < 0.75 * min(misfit[1:]), f"the warp did not cut the pasted face: {misfit}"
+    assert min(c.native_size for c in found_up) < 24  # a face under 24 px, found only when upsampled
+
+
+def test_box_crops_are_fer_squares_and_replicate_the_border():
+    image = np.arange(100 * 120, dtype=np.int64).reshape(100, 120, 1) % 251
+    image = image.astype(np.uint8)
+    crop = crop_face(image, Detection((40, 30, 30, 40), 1.0, None), "box", 48)
+    assert crop.native_size == round(0.98 * 40) and crop.face.shape == (39, 39, 1)
+    top_left = np.argwhere(image[:, :, 0] == crop.face[0, 0, 0])
+    assert any(abs(r - 30) <= 2 and abs(c - 35) <= 2 for r, c in top_left)  # centred on the box, 0.04 side higher
+    edge = crop_face(image, Detection((0, 0, 20, 20), 1.0, None), "box", 48).face
+    # the square reaches 1 px above the image (its centre sits 0.04 side above the box's): row 0 is replicated
+    np.testing.assert_array_equal(edge[1:], image[:19, :20])
+    np.testing.assert_array_equal(edge[0], image[0, :20])
+    with pytest.raises(BadInput, match="face crop 'squash'"):
+        crop_face(image, Detection((0, 0, 20, 20), 1.0, None), "squash", 48)
+    with pytest.raises(BadInput, match="needs the detector's 5 landmarks"):
+        crop_face(image, Detection((0, 0, 20, 20), 1.0, None), "warp", 48)
+
+
+def test_the_crop_rule_follows_the_training_faces():
+    assert face_crop_of({"dataset": "ferplus", "aligned_input": True}) == "box"
+    assert face_crop_of({"dataset": "fer2013", "aligned_input": True}) == "box"
+    assert face_crop_of({"dataset": "rafdb", "aligned_input": True}) == "warp"
+    assert face_crop_of({"dataset": "rafdb", "aligned_input": False}) == "warp"
+    assert face_crop_of({"dataset": "folders", "aligned_input": False}) == "warp"
+
+
+def test_a_scene_gives_a_row_per_face_and_a_row_for_a_photo_without_one(model, scene):
+    image, placed = scene
+    blank = np.full((120, 160, 3), 128, np.uint8)
+    frame = pd.DataFrame({"image": [png(image), png(blank), b"not an image"]})
+    out = model.predict(frame, params={"detect": True, "upsample": 2.0})
+    classes = list(model.unwrap_python_model().cfg.classes)
+    faces = out[out["row"] == 0]
+    assert len(faces) >= 2 and list(faces["face"]) == list(range(len(faces))) and (faces["error"] == "").all()
+    np.testing.assert_allclose(faces[classes].sum(1), 1.0, atol=1e-6)
+    assert (faces["scale"] == 64 / faces["native_size"]).all()
+    for _, row in faces.iterrows():
+        pasted_under((row.box_x, row.box_y, row.box_w, row.box_h), placed)
+        assert np.asarray(row.landmarks).shape == (5, 2)
+    blank_row, bad_row = out[out["row"] == 1], out[out["row"] == 2]
+    assert len(blank_row) == 1 and blank_row["face"].item() == -1 and "row 1: no face found" in blank_row["error"].item()
+    assert len(bad_row) == 1 and "row 2: not a decodable image" in bad_row["error"].item()
+    assert blank_row[classes].isna().all(axis=None) and blank_row["label"].item() == ""
+
+
+def test_each_scene_face_gets_the_per_face_path(model, scene):
+    image, _ = scene
+    out = model.predict(pd.DataFrame({"image": [png(image)]}), params={"detect": True, "upsample": 2.0})
+    crops = SceneFaces("warp", 64, 12, upsample=2.0)(image)
+    single = model.predict(pd.DataFrame({"image": [png(c.face) for c in crops]}))
+    classes = list(model.unwrap_python_model().cfg.classes)
+    assert [c.detection.box for c in crops] == list(zip(out.box_x, out.box_y, out.box_w, out.box_h))
+    np.testing.assert_allclose(out[classes].to_numpy(), single[classes].to_numpy(), atol=1e-6)
+    assert list(out["label"]) == list(single["label"])
+
+
+def test_inference_params_are_checked_by_name():
+    assert check_params(None)["detect"] is False
+    assert check_params({"detect": True, "upsample": "2"})["upsample"] == 2.0
+    with pytest.raises(BadInput, match=r"unknown \['detekt'\]"):
+        check_params({"detekt": True})
+    with pytest.raises(BadInput, match="params.detect: expected true or false"):
+        check_params({"detect": "yes"})
+    with pytest.raises(BadInput, match="params.upsample: expected a number"):
+        check_params({"upsample": "twice"})
+    with pytest.raises(BadInput, match="upsample: 20.0 must lie in"):
+        SceneFaces("warp", 64, upsample=20.0)
+    with pytest.raises(BadInput, match="below MTCNN's 12-px window"):
+        SceneFaces("warp", 64, min_face_size=8)
+
+
+def test_predict_cli_writes_annotated_images_rows_and_a_summary(registered_fsrfer, scene, tmp_path):
+    image, _ = scene
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "class.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(photos / "wall.png"), np.full((90, 120, 3), 128, np.uint8))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    video = tmp_path / "lecture.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (image.shape[1], image.shape[0]))
+    for _ in range(8):  # 2 s at 4 fps: sampled every second -> frames 0 and 4
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    done = subprocess.run(["fsrfer", "predict", str(photos), str(video), "--out", str(out), "--upsample", "2"],
+                          capture_output=True, text=True, env=os.environ | {"MLFLOW_TRACKING_URI": registered_fsrfer.uri})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["version"] == 1 and summary["inputs"] == 4 and summary["read"] == 3
+    assert [s["input"] for s in summary["skipped"]] == [str(photos / "broken.jpg")]
+    assert "not a readable image" in summary["skipped"][0]["reason"]
+    rows = pd.read_csv(out / "faces.csv")
+    assert set(json.loads((out / "faces.json").read_text())[0]) == set(rows.columns)
+    wall = rows[rows["input"] == str(photos / "wall.png")]
+    assert len(wall) == 1 and wall["face"].item() == -1 and "no face found" in wall["error"].item()
+    photo = rows[rows["input"] == str(photos / "class.png")]
+    frames = rows[rows["input"] == str(video)]
+    assert len(photo) >= 2 and sorted(set(frames["frame"])) == [0, 4]
+    assert (frames.groupby("frame")["face"].max() >= 0).all()  # faces found in each sampled frame (JPEG-coded)
+    assert summary["faces"] == len(photo) + len(frames)
+    assert sum(summary["expressions"].values()) == summary["faces"]
+    annotated = cv2.imread(str(out / "annotated" / "class.png"))
+    assert annotated.shape == image.shape and not np.array_equal(annotated, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert (out / "annotated" / "lecture_frame000004.png").is_file()
+    missing = subprocess.run(["fsrfer", "predict", str(tmp_path / "nowhere.jpg"), "--out", str(out)],
+                             capture_output=True, text=True, env=os.environ | {"MLFLOW_TRACKING_URI": registered_fsrfer.uri})
+    assert missing.returncode == 2 and "nowhere.jpg: no such file or folder" in missing.stderr
+    unregistered = subprocess.run(["fsrfer", "predict", str(photos), "--out", str(out), "--model", "gmenet"],
+                                  capture_output=True, text=True,
+                                  env=os.environ | {"MLFLOW_TRACKING_URI": registered_fsrfer.uri})
+    assert unregistered.returncode == 2 and "--model gmenet --alias champion: not in the registry" in unregistered.stderr
