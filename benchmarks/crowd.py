@@ -49,7 +49,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -434,20 +434,23 @@ def run_model(name: str, alias: str, scenes: list[Scene], originals_dir: Path, a
     head = {"model": name, "alias": alias, "version": version, "classes": list(cfg.classes),
             "face_crop": cfg.face_crop, "hr_size": cfg.hr_size, "channels": cfg.channels, "note": note}
     results = []
-    for upsample in args.upsample:
+    for crop, upsample in [(c, u) for c in (args.crop or [cfg.face_crop]) for u in args.upsample]:
+        # another crop rule than the model's own: what serving faces cut unlike its training faces costs
+        model.cfg, model._finders = replace(cfg, face_crop=crop), {}
         params = {"detect": True, "min_face_size": args.min_face_size, "upsample": float(upsample),
                   "min_confidence": args.min_confidence}
         found, seconds, errors = detect_with_model(pyfunc, [s.path for s in scenes], params, args.batch)
         if not fer:
             found = [[Found(f.box, f.confidence) for f in dets] for dets in found]
         counts = tally(scenes, found, gt_box, pasted, args.iou)
-        result = head | {"upsample": float(upsample), "errors": errors,
+        result = head | {"served_crop": crop, "upsample": float(upsample), "errors": errors,
                          "bins": {k: rates(v, fer, gt_box is not None, pasted is not None) for k, v in counts.items()},
                          "speed": speed(len(scenes), sum(len(d) for d in found), seconds)}
         if raf:
             o_found, o_seconds, _ = detect_with_model(pyfunc, [p for p, _ in originals], params, args.batch)
             result["synthetic_originals"] = originals_summary(originals, o_found, o_seconds)
         results.append(result)
+    model.cfg, model._finders = cfg, {}
     return results
 
 
@@ -531,7 +534,8 @@ def originals_table(results: list[dict]) -> list[str]:
 def label_of(result: dict) -> str:
     if not result["alias"]:
         return result["model"]
-    return f"{result['model']}@{result['alias']} v{result['version']}"
+    crop = f", crop {result['served_crop']}" if result.get("served_crop") not in (None, result.get("face_crop")) else ""
+    return f"{result['model']}@{result['alias']} v{result['version']}{crop}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -546,6 +550,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-face-size", type=int, default=12)
     parser.add_argument("--min-confidence", type=float, default=0.9)
     parser.add_argument("--upsample", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--crop", nargs="+", choices=["box", "warp"],
+                        help="crop rules to serve with (default: the model's own; the other measures a mismatch)")
     parser.add_argument("--iou", type=float, default=IOU_MIN, help="IoU a detection needs with a pasted square")
     parser.add_argument("--batch", type=int, default=10, help="scenes per pyfunc call")
     parser.add_argument("--originals-per-class", type=int, default=10, help="synthetic originals: this many x 7")

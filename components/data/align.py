@@ -30,7 +30,7 @@ class Detection:
 
     box: tuple[int, int, int, int]
     confidence: float
-    landmarks: np.ndarray
+    landmarks: np.ndarray | None  # None for a box that comes without them (a ground-truth box)
 
 
 class FaceDetector:
@@ -57,8 +57,8 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """All faces in an RGB uint8 image (H, W, 3), largest first."""
+        h, w = rgb.shape[:2]
         if self.upsample != 1.0:
-            h, w = rgb.shape[:2]
             size = (round(w * self.upsample), round(h * self.upsample))
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
         found = self._detector.detect_faces(rgb)
@@ -70,8 +70,9 @@ class FaceDetector:
             marks = np.array(
                 [k["left_eye"], k["right_eye"], k["nose"], k["mouth_left"], k["mouth_right"]], dtype=np.float64
             ) / self.upsample
-            box = tuple(int(round(v / self.upsample)) for v in f["box"])
-            out.append(Detection(box, float(f["confidence"]), marks))
+            x, y, bw, bh = (int(round(v / self.upsample)) for v in f["box"])
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)  # clipped to the image
+            out.append(Detection((x0, y0, x1 - x0, y1 - y0), float(f["confidence"]), marks))
         out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
         return out
 

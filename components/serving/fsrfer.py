@@ -235,7 +235,8 @@ class FacePyfunc(PythonModel):
                 x, y, w, h = crop.detection.box
                 meta.append({"row": i, "face": k, "box_x": x, "box_y": y, "box_w": w, "box_h": h,
                              "confidence": crop.detection.confidence,
-                             "landmarks": np.round(crop.detection.landmarks, 2).tolist(),
+                             "landmarks": [] if crop.detection.landmarks is None
+                             else np.round(crop.detection.landmarks, 2).tolist(),
                              "native_size": crop.native_size, "scale": self.cfg.hr_size / crop.native_size})
                 face_errors.append("")
                 faces.append(crop.face)

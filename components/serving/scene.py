@@ -9,9 +9,10 @@ Two crop rules, one per kind of training face (the prepared store's meta names i
   template would apply, so a 20-px face stays a 20-px face (the model then upscales it by
   MATLAB bicubic, as its LR training faces were).
 - "box": a square around the detector's box (FER2013 / FER+ faces are square crops, not
-  warps). Measured on 300 FER+ Valid faces (MTCNN, upsample 3): the 48-px crop's side is
-  0.98x the box's longer side (10-90%: 0.89-1.23), and its centre lies 0.04 side above the
-  box centre; `side` and `dy` hold those two numbers.
+  warps). Measured on the first 300 FER+ Valid faces, each pasted into a flat 96-px frame
+  (MTCNN, upsample 3; 274 found): the 48-px face's side is 0.94x the box's longer side
+  (median; 10-90%: 0.77-1.20) and its centre lies 0.03 side above the box centre
+  (BOX_SIDE, BOX_DY).
 
 The face is cut from the image itself (replicating the border where the square leaves it),
 never from the upsampled copy the detector may have seen.
@@ -27,7 +28,7 @@ from components.data.align import TEMPLATE_100, Detection, FaceDetector, similar
 from components.io import BadInput
 
 FACE_CROPS = ("warp", "box")
-BOX_SIDE, BOX_DY = 0.98, -0.04  # FER2013-style square: side / box's longer side, centre shift / side
+BOX_SIDE, BOX_DY = 0.94, -0.03  # FER2013-style square: side / box's longer side, centre shift / side
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,9 @@ def test_gmenet_flow_publishes_the_compare_table(flow_project, gme_run):
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     compared = json.loads((root / "metrics" / "compare.json").read_text())
     for split in ("valid", "test"):
-        assert set(metrics[split]) == {"bicubic", "fsrfer"}
+        assert set(metrics[split]) == {"bicubic", "fsrfer_g_always", "fsrfer"}
         assert list(metrics[split]["fsrfer"]) == ["x1", "x2", "x4", "x8"]
-        assert set(compared["table"][split]) == {"bicubic", "fsrfer", "gmenet"}  # GME-Net's column joins them
+        assert set(compared["table"][split]) == {"bicubic", "fsrfer_g_always", "fsrfer", "gmenet"}  # GME-Net's joins
         assert compared["table"][split]["fsrfer"] == metrics[split]["fsrfer"]
     assert set(compared["cost"]) == {"bicubic", "fsrfer", "gmenet"}
     assert compared["cost"]["fsrfer"]["flops"] > compared["cost"]["bicubic"]["flops"]  # G on top of F and C

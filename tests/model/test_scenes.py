@@ -78,13 +78,14 @@ def test_box_crops_are_fer_squares_and_replicate_the_border():
     image = np.arange(100 * 120, dtype=np.int64).reshape(100, 120, 1) % 251
     image = image.astype(np.uint8)
     crop = crop_face(image, Detection((40, 30, 30, 40), 1.0, None), "box", 48)
-    assert crop.native_size == round(0.98 * 40) and crop.face.shape == (39, 39, 1)
-    top_left = np.argwhere(image[:, :, 0] == crop.face[0, 0, 0])
-    assert any(abs(r - 30) <= 2 and abs(c - 35) <= 2 for r, c in top_left)  # centred on the box, 0.04 side higher
-    edge = crop_face(image, Detection((0, 0, 20, 20), 1.0, None), "box", 48).face
-    # the square reaches 1 px above the image (its centre sits 0.04 side above the box's): row 0 is replicated
-    np.testing.assert_array_equal(edge[1:], image[:19, :20])
-    np.testing.assert_array_equal(edge[0], image[0, :20])
+    assert crop.native_size == 38 and crop.face.shape == (38, 38, 1)  # 0.94 x the longer side, 40
+    # centred on the box's centre (55, 50), 0.03 side higher: rows 30..67 (31 - 1), columns 36..73
+    np.testing.assert_array_equal(crop.face, image[30:68, 36:74])
+    edge = crop_face(image, Detection((0, 0, 20, 30), 1.0, None), "box", 48).face
+    # a 28-px square around a 20-px-wide box at the left edge reaches 4 px left of the image: column 0 replicated
+    assert edge.shape == (28, 28, 1)
+    np.testing.assert_array_equal(edge[:, 4:], image[:28, :24])
+    np.testing.assert_array_equal(edge[:, :4], np.repeat(image[:28, :1], 4, axis=1))
     with pytest.raises(BadInput, match="face crop 'squash'"):
         crop_face(image, Detection((0, 0, 20, 20), 1.0, None), "squash", 48)
     with pytest.raises(BadInput, match="needs the detector's 5 landmarks"):
