@@ -20,8 +20,9 @@ greedily by confidence. Per size bin (12-16, 16-24, 24-32, 32-48 px; a GT face b
   precision         matched / (matched + false positives); a false positive is binned by its own
                     box's longer side, clipped into 12..48
   acc detected      the model's `label` on matched detections vs the GT label
-  acc GT box        the per-face path on `crop_face(scene, Detection(gt_box, 1, None), face_crop, hr)`
-                    (the serving crop rule given a perfect box): acc GT box - acc detected is the
+  acc GT box        the per-face path on `crop_face(scene, Detection(box, 1, None), face_crop, hr)` for
+                    the detector box whose FER square (BOX_SIDE, BOX_DY) is exactly the pasted
+                    square (the serving crop rule given a perfect box): acc GT box - acc detected is the
                     detector's cost
   acc pasted        the per-face path on the pasted square itself (the crop rule's own cost is
                     acc pasted - acc GT box)
@@ -65,7 +66,7 @@ from components.data.rafdb import RAFDB_CLASSES, read_rafdb
 from components.data.records import convert_channels
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.io import BadInput, atomic_write_text
-from components.serving.scene import SceneFaces, crop_face
+from components.serving.scene import BOX_DY, BOX_SIDE, SceneFaces, crop_face
 
 BINS: tuple[tuple[int, int], ...] = ((12, 16), (16, 24), (24, 32), (32, 48))  # [lo, hi); the last one includes 48
 FER_SIZE = 48
@@ -383,8 +384,11 @@ def classify_truth(pyfunc_model, scenes: list[Scene]) -> tuple[list[list[str]] |
         for t in scene.faces:
             x, y, n, _ = t.box
             squares.append(image[y : y + n, x : x + n])
-            if cfg.face_crop == "box":
-                boxed.append(crop_face(image, Detection(t.box, 1.0, None), cfg.face_crop, cfg.hr_size).face)
+            if cfg.face_crop == "box":  # the detector box whose FER square (scene.py) is the pasted one
+                side = n / BOX_SIDE
+                cx, cy = x + n / 2, y + n / 2 - BOX_DY * n
+                box = (int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side)), int(round(side)))
+                boxed.append(crop_face(image, Detection(box, 1.0, None), cfg.face_crop, cfg.hr_size).face)
 
     def labels(faces: list[np.ndarray]) -> list[list[str]]:
         flat = [cfg.classes[k] for k in predictor.predict_proba(faces).argmax(1)]

@@ -40,7 +40,8 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
 
 
 def _cmd_predict(args: argparse.Namespace) -> dict:
-    return predict(args.inputs, args.out, args.model, args.alias, args.min_face_size, args.upsample, args.every)
+    return predict(args.inputs, args.out, model=args.model, alias=args.alias, min_face_size=args.min_face_size,
+                   upsample=args.upsample, every=args.every)
 
 
 def _cmd_promote(args: argparse.Namespace) -> dict:
@@ -133,17 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--version", help="version to consider (default: the one with alias challenger)")
     promote.set_defaults(run=_cmd_promote)
 
-    run = sub.add_parser("predict", help="find every face in photos, folders or videos and classify it with a "
+    predicting = sub.add_parser("predict", help="find every face in photos, folders or videos and classify it with a "
                                           "registered model (annotated images, faces.csv/json, summary.json)")
-    run.add_argument("inputs", nargs="+", metavar="PHOTO|FOLDER|VIDEO")
-    run.add_argument("--out", required=True, help="folder for annotated/, faces.csv, faces.json, summary.json")
-    run.add_argument("--model", default="fsrfer", help="registered model name (fsrfer, gmenet, ...)")
-    run.add_argument("--alias", default="champion")
-    run.add_argument("--min-face-size", type=int, default=12, help="smallest face MTCNN looks for, px (>= 12)")
-    run.add_argument("--upsample", type=float, default=1.0,
+    predicting.add_argument("inputs", nargs="+", metavar="PHOTO|FOLDER|VIDEO")
+    predicting.add_argument("--out", required=True, help="folder for annotated/, faces.csv, faces.json, summary.json")
+    predicting.add_argument("--model", default="fsrfer", help="registered model name (fsrfer, gmenet, ...)")
+    predicting.add_argument("--alias", default="champion")
+    predicting.add_argument("--min-face-size", type=int, default=12, help="smallest face MTCNN looks for, px (>= 12)")
+    predicting.add_argument("--upsample", type=float, default=1.0,
                      help="detect on the image enlarged by this factor (finds faces below 12 px; slower)")
-    run.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
-    run.set_defaults(run=_cmd_predict)
+    predicting.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
+    predicting.set_defaults(run=_cmd_predict)
     return parser
 
 

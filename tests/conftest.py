@@ -74,26 +74,24 @@ class Registered:
 
 @pytest.fixture(scope="session")
 def registered_fsrfer(tiny_run, tmp_path_factory) -> Registered:
-    """The tiny run's teacher with a small seeded G, evaluated and registered by the real stages as
-    `fsrfer` v1, promoted to champion, in a registry of its own."""
-    import torch
-
+    """The tiny run's teacher with a G of 300 steps, trained, evaluated and registered by the real
+    stages as `fsrfer` v1, promoted to champion, in a registry of its own."""
     from components.config import FSRConfig, PromoteConfig, RegisterConfig
-    from components.models.covpool import load_covpool
-    from components.models.rrdb import FeatureGenerator, GeneratorConfig
     from components.registry import promote
     from components.stages.register import register
-    from components.training.fsr import write_generator
+    from components.stages.train_fsr import train_fsr
 
     root = tmp_path_factory.mktemp("registered")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = FSRConfig(channels=4, growth=4, blocks=1, out=str(root / "fsr.pt"))
-    torch.manual_seed(0)
-    write_generator(cfg, FeatureGenerator(GeneratorConfig(4, 4, 1)).state_dict(), 0,
-                    load_covpool(tiny_run.teacher).cfg.bimap_dim)
+    its = 300
+    cfg = FSRConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), out=str(root / "fsr.pt"), channels=8,
+                    growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3,
+                    iterations=its, milestones=(200,), batch_size=16, seed=0, checkpoint_every=its, eval_every=its,
+                    experiment="test-train")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     try:
+        train_fsr(cfg, runner="local")  # the stage in this process: a G that pays at some scales of the tiny run
         table = evaluate(EvaluateConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), fsr=cfg.out,
                                         metrics=str(root / "evaluate.json"), plots=str(root / "plots"),
                                         experiment="test-evaluate"))

@@ -69,8 +69,12 @@ class FaceDetector:
             k = f["keypoints"]
             marks = np.array(
                 [k["left_eye"], k["right_eye"], k["nose"], k["mouth_left"], k["mouth_right"]], dtype=np.float64
-            ) / self.upsample
-            x, y, bw, bh = (int(round(v / self.upsample)) for v in f["box"])
+            )
+            x, y, bw, bh = f["box"]
+            if self.upsample != 1.0:  # back to the image's pixels (centres: (v + 0.5) / u - 0.5)
+                marks = (marks + 0.5) / self.upsample - 0.5
+                x, y = (int(round((v + 0.5) / self.upsample - 0.5)) for v in (x, y))
+                bw, bh = (int(round(v / self.upsample)) for v in (bw, bh))
             x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)  # clipped to the image
             out.append(Detection((x0, y0, x1 - x0, y1 - y0), float(f["confidence"]), marks))
         out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)

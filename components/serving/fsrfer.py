@@ -22,15 +22,16 @@ The weights are loaded with torch.load(weights_only=True): no pickled code.
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from components.data.degrade import upscale_to
+from components.data.degrade import lr_size, upscale_to
 from components.data.records import convert_channels
 from components.io import BadInput
 from components.models.covpool import load_covpool
@@ -38,7 +39,7 @@ from components.models.rrdb import load_generator
 from components.runtime import images_to_tensor
 from components.serving.scene import SceneFaces
 
-MAX_PIXELS = 50_000_000  # a decoded image above this is refused (row error), not classified
+MAX_PIXELS = 50_000_000  # a decoded image above this (or upsampled above it for detection) is a row error
 
 
 @dataclass(frozen=True)
@@ -46,30 +47,52 @@ class ServingConfig:
     """What the served model needs besides its weights (read from the prepared store's meta).
 
     face_crop: how training faces were cut ("warp" | "box", components/serving/scene.py).
+    scales: the LR scales the model was trained and evaluated at (the store's).
     g_scales: the scales (1 = HR) at which FSR-FER applies G, chosen on valid by the evaluate
-    stage; None (a config written before the rule existed): every scale above 1.
+    stage; None (a config written before the rule existed): every face below the HR size.
     """
 
     hr_size: int
     channels: int
     classes: tuple[str, ...]
     face_crop: str = "warp"
-    g_scales: tuple[int, ...] | None = None
+    g_scales: tuple[float, ...] | None = None
+    scales: tuple[float, ...] = ()
+
+
+# EXIF orientation (tag 0x0112) -> the numpy view that shows the photo upright (as PIL's exif_transpose)
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+            8: lambda a: np.rot90(a, 1)}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation of encoded bytes (1 = upright, also when there is none or PIL cannot tell)."""
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.getexif().get(0x0112, 1))
+    except Exception:  # no PIL, or a format PIL does not read: OpenCV decoded it, so it has no EXIF to honour
+        return 1
 
 
 def decode_image(data: bytes, channels: int, source: str) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, channels); BadInput naming `source` when they do not decode."""
+    """Encoded image bytes -> uint8 (H, W, channels), upright by its EXIF orientation; BadInput naming
+    `source` when they do not decode or are over MAX_PIXELS."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise BadInput(f"{source}: expected encoded image bytes, got {type(data).__name__} of length "
                        f"{len(data) if hasattr(data, '__len__') else '?'}")
-    raw = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED)
+    raw = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED)  # keeps alpha; ignores EXIF
     if raw is None:
         raise BadInput(f"{source}: not a decodable image ({len(data)} bytes)")
     if raw.shape[0] * raw.shape[1] > MAX_PIXELS:
         raise BadInput(f"{source}: image is {raw.shape[1]}x{raw.shape[0]}, over the {MAX_PIXELS:,}-pixel limit")
     if raw.dtype != np.uint8:  # 16-bit PNGs and the like
         raw = np.clip(raw.astype(np.float64) / np.iinfo(raw.dtype).max * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return convert_channels(raw, channels, source)
+    image = convert_channels(raw, channels, source)
+    orientation = exif_orientation(bytes(data))
+    return np.ascontiguousarray(_UPRIGHT[orientation](image)) if orientation in _UPRIGHT else image
 
 
 def to_hr(face: np.ndarray, hr_size: int) -> tuple[np.ndarray, float]:
@@ -86,14 +109,23 @@ def to_hr(face: np.ndarray, hr_size: int) -> tuple[np.ndarray, float]:
     return upscale_to(square[None], (hr_size, hr_size))[0], hr_size / side
 
 
-def applies_g(scale: float, g_scales: tuple[int, ...] | None) -> bool:
-    """Whether FSR-FER lifts a face of this scale with G: its nearest whole scale is a validated one."""
-    if g_scales is None:
-        return scale > 1.0 + 1e-6
-    if not g_scales:
-        return False
-    nearest = min(max(int(np.floor(scale + 0.5)), 1), max(max(g_scales), 8))
-    return nearest in g_scales
+def served_scale(side: int, cfg: ServingConfig) -> float:
+    """The trained scale a face of `side` px counts as: 1 at or above the HR size, else the scale (1 or
+    a trained one) whose faces (lr_size(hr, s) px, as prepare made them) are nearest in size, ties to the nearer ratio
+    hr / side (FER+ at 48 px: x7 and x8 faces are both 6 px, and a 6-px face counts as x8)."""
+    if side >= cfg.hr_size:
+        return 1.0
+    if not cfg.scales:
+        return cfg.hr_size / side
+    return min((1.0, *cfg.scales), key=lambda s: (abs(lr_size(cfg.hr_size, s) - side), abs(s - cfg.hr_size / side)))
+
+
+def applies_g(side: int, cfg: ServingConfig) -> bool:
+    """Whether FSR-FER lifts a face of `side` px with G: its served scale is one valid chose."""
+    if cfg.g_scales is None:
+        return side < cfg.hr_size
+    scale = served_scale(side, cfg)
+    return any(abs(scale - g) < 1e-9 for g in cfg.g_scales)
 
 
 class FSRFERPredictor:
@@ -123,7 +155,8 @@ class FSRFERPredictor:
             chunk = prepared[start : start + self.batch_size]
             images = images_to_tensor(np.stack([hr for hr, _ in chunk]), self.device)  # (B, C, H, W)
             features = self.teacher.extractor(images)  # (B, d, d) LogEig
-            lifted = torch.tensor([applies_g(scale, self.cfg.g_scales) for _, scale in chunk], device=self.device)
+            sides = [min(face.shape[:2]) for face in faces[start : start + self.batch_size]]
+            lifted = torch.tensor([applies_g(side, self.cfg) for side in sides], device=self.device)
             if lifted.any():
                 features = torch.where(lifted[:, None, None], self.generator(features), features)
             probs = torch.softmax(self.teacher.classifier(features), dim=1)
@@ -142,26 +175,55 @@ def probabilities_frame(probs: np.ndarray, classes: tuple[str, ...], errors: lis
     return frame
 
 
-# Inference params of the pyfunc (its signature's params schema): the per-face path is the default.
-DEFAULT_PARAMS = {"detect": False, "min_face_size": 12, "upsample": 1.0, "min_confidence": 0.9}
+@dataclass(frozen=True)
+class SceneParams:
+    """The pyfunc's inference params (its signature's params schema); the per-face path is the default.
+
+    detect: each row is a photo, every face in it is found and classified; min_face_size: the
+    smallest face MTCNN looks for (>= its 12-px window); upsample: detect on the photo enlarged
+    by this factor (1..8), which finds faces under 12 px; min_confidence: the detector's score
+    below which a face is ignored. MLflow drops param names the schema does not have (with a
+    warning) before the model sees them.
+    """
+
+    detect: bool = False
+    min_face_size: int = 12
+    upsample: float = 1.0
+    min_confidence: float = 0.9
+
+    @classmethod
+    def parse(cls, params: dict | None) -> SceneParams:
+        """Params from a request, defaults filled; BadInput naming an unknown or bad one."""
+        params = dict(params or {})
+        names = {f.name for f in fields(cls)}
+        if set(params) - names:
+            raise BadInput(f"params: unknown {sorted(set(params) - names)}; the model takes {sorted(names)}")
+        values = asdict(cls()) | params
+        if not isinstance(values["detect"], (bool, np.bool_)):
+            raise BadInput(f"params.detect: expected true or false, got {values['detect']!r}")
+        for key, kind in (("min_face_size", int), ("upsample", float), ("min_confidence", float)):
+            try:
+                values[key] = kind(values[key])
+            except (TypeError, ValueError):
+                raise BadInput(f"params.{key}: expected a number, got {values[key]!r}") from None
+        if values["min_face_size"] < 12:
+            raise BadInput(f"params.min_face_size: {values['min_face_size']} px is below MTCNN's 12-px window "
+                           f"(upsample finds smaller faces)")
+        if not 1.0 <= values["upsample"] <= 8.0:
+            raise BadInput(f"params.upsample: {values['upsample']} must lie in [1, 8]")
+        if not 0.0 <= values["min_confidence"] <= 1.0:
+            raise BadInput(f"params.min_confidence: {values['min_confidence']} must lie in [0, 1]")
+        return cls(bool(values["detect"]), values["min_face_size"], values["upsample"], values["min_confidence"])
+
+
+DEFAULT_PARAMS = asdict(SceneParams())
 SCENE_COLUMNS = ["row", "face", "box_x", "box_y", "box_w", "box_h", "confidence", "landmarks", "native_size", "scale"]
+FINDERS_KEPT = 4  # face finders (three ONNX nets each) kept for the last distinct detection params
 
 
-def check_params(params: dict | None) -> dict:
-    """The inference params with defaults filled; BadInput naming an unknown or bad one."""
-    params = dict(params or {})
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BadInput(f"params: unknown {sorted(unknown)}; the model takes {sorted(DEFAULT_PARAMS)}")
-    out = DEFAULT_PARAMS | params
-    if not isinstance(out["detect"], (bool, np.bool_)):
-        raise BadInput(f"params.detect: expected true or false, got {out['detect']!r}")
-    for key, kind in (("min_face_size", int), ("upsample", float), ("min_confidence", float)):
-        try:
-            out[key] = kind(out[key])
-        except (TypeError, ValueError):
-            raise BadInput(f"params.{key}: expected a number, got {out[key]!r}") from None
-    return out
+def to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) face as the model's channels."""
+    return rgb if channels == 3 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None]
 
 
 try:
@@ -173,10 +235,11 @@ except ImportError:  # serving code imported without MLflow (plain predictor use
 class FacePyfunc(PythonModel):
     """MLflow pyfunc: DataFrame[`image`: encoded bytes] -> DataFrame[classes..., label, error].
 
-    With params {"detect": true} each row is a scene: the output has one row per face found,
+    With params {"detect": true} each row is a photo: the output has one row per face found,
     with SCENE_COLUMNS (the input row, the face's index, box, landmarks, native size in px and
-    scale) before the class columns; a row with no face (or that does not decode) gives one row
-    with face -1 and the reason in `error`.
+    the scale it is served at) before the class columns; a row with no face (or that does not
+    decode) gives one row with face -1 and the reason in `error`. Faces are found on the photo
+    in colour (MTCNN was trained on colour) and then converted to the model's channels.
 
     Subclasses say which predictor (an object with predict_proba(list of faces)) serves."""
 
@@ -187,43 +250,55 @@ class FacePyfunc(PythonModel):
         cfg = json.loads(Path(context.artifacts["serving_config"]).read_text())
         g_scales = cfg.get("g_scales")
         self.cfg = ServingConfig(cfg["hr_size"], cfg["channels"], tuple(cfg["classes"]), cfg.get("face_crop", "warp"),
-                                 None if g_scales is None else tuple(g_scales))
+                                 None if g_scales is None else tuple(g_scales), tuple(cfg.get("scales", ())))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = self.make_predictor(context.artifacts, self.cfg, device)
-        self._finders: dict[tuple, object] = {}
+        self._finders: dict[tuple, SceneFaces] = {}
 
-    def predict(self, context, model_input, params=None):
-        params = check_params(params)
+    def predict(self, context, model_input, params: dict | None = None):
+        try:
+            scene = SceneParams.parse(params)
+        except BadInput as err:  # the scoring server answers 400 with this message
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         column = model_input["image"] if hasattr(model_input, "columns") else model_input
-        images, rows, errors = [], [], []
+        channels = 3 if scene.detect else self.cfg.channels
+        images, errors = {}, []
         for i, data in enumerate(list(column)):
             try:
-                images.append(decode_image(data, self.cfg.channels, f"row {i}"))
-                rows.append(i)
+                images[i] = decode_image(data, channels, f"row {i}")
                 errors.append("")
             except BadInput as err:
                 errors.append(str(err))
-        if params["detect"]:
-            return self.predict_scenes(dict(zip(rows, images)), errors, params)
+        if scene.detect:
+            return self.predict_scenes(images, errors, scene)
         probs = np.full((len(errors), len(self.cfg.classes)), np.nan)
         if images:
-            probs[rows] = self.predictor.predict_proba(images)
+            probs[list(images)] = self.predictor.predict_proba(list(images.values()))
         return probabilities_frame(probs, self.cfg.classes, errors)
 
-    def scene_faces(self, params: dict):
-        """The face finder for these params (kept: loading MTCNN's three nets is not free)."""
-        key = (params["min_face_size"], params["upsample"], params["min_confidence"])
+    def scene_faces(self, scene: SceneParams) -> SceneFaces:
+        """The face finder for these params (kept for the last FINDERS_KEPT: loading MTCNN is not free)."""
+        key = (scene.min_face_size, scene.upsample, scene.min_confidence)
         if key not in self._finders:
-            self._finders[key] = SceneFaces(self.cfg.face_crop, self.cfg.hr_size, min_face_size=key[0], upsample=key[1],
-                                            min_confidence=key[2])
+            if len(self._finders) >= FINDERS_KEPT:
+                self._finders.pop(next(iter(self._finders)))
+            self._finders[key] = SceneFaces(self.cfg.face_crop, self.cfg.hr_size, min_face_size=scene.min_face_size,
+                                            min_confidence=scene.min_confidence, upsample=scene.upsample)
         return self._finders[key]
 
-    def predict_scenes(self, images: dict[int, np.ndarray], errors: list[str], params: dict):
+    def predict_scenes(self, images: dict[int, np.ndarray], errors: list[str], scene: SceneParams):
+        """One output row per face of each decoded RGB photo in `images` (row -> image), one per failed row."""
         import pandas as pd
 
-        finder = self.scene_faces(params)
+        finder = self.scene_faces(scene)
         meta, faces, face_errors = [], [], []
         for i, error in enumerate(errors):
+            if not error and images[i].shape[0] * images[i].shape[1] * scene.upsample**2 > MAX_PIXELS:
+                h, w = images[i].shape[:2]
+                error = f"row {i}: image is {w}x{h}, over the {MAX_PIXELS:,}-pixel limit once upsampled x{scene.upsample:g}"
             crops = finder(images[i]) if not error else []
             if not crops:
                 meta.append({"row": i, "face": -1, "box_x": -1, "box_y": -1, "box_w": 0, "box_h": 0, "confidence": 0.0,
@@ -233,13 +308,13 @@ class FacePyfunc(PythonModel):
                 continue
             for k, crop in enumerate(crops):
                 x, y, w, h = crop.detection.box
+                marks = crop.detection.landmarks
                 meta.append({"row": i, "face": k, "box_x": x, "box_y": y, "box_w": w, "box_h": h,
                              "confidence": crop.detection.confidence,
-                             "landmarks": [] if crop.detection.landmarks is None
-                             else np.round(crop.detection.landmarks, 2).tolist(),
-                             "native_size": crop.native_size, "scale": self.cfg.hr_size / crop.native_size})
+                             "landmarks": [] if marks is None else np.round(marks, 2).tolist(),
+                             "native_size": crop.native_size, "scale": served_scale(crop.native_size, self.cfg)})
                 face_errors.append("")
-                faces.append(crop.face)
+                faces.append(to_channels(crop.face, self.cfg.channels))
         probs = np.full((len(faces), len(self.cfg.classes)), np.nan)
         found = [j for j, face in enumerate(faces) if face is not None]
         if found:
@@ -257,5 +332,6 @@ class FSRFERPyfunc(FacePyfunc):
 
 def write_serving_config(cfg: ServingConfig, path: Path) -> Path:
     g_scales = None if cfg.g_scales is None else list(cfg.g_scales)
-    path.write_text(json.dumps(asdict(cfg) | {"classes": list(cfg.classes), "g_scales": g_scales}, indent=2) + "\n")
+    path.write_text(json.dumps(asdict(cfg) | {"classes": list(cfg.classes), "g_scales": g_scales,
+                                              "scales": list(cfg.scales)}, indent=2) + "\n")
     return path

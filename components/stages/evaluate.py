@@ -79,11 +79,11 @@ def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     return methods
 
 
-def served_fsr_column(table: dict) -> tuple[int, ...]:
+def served_fsr_column(table: dict) -> tuple[float, ...]:
     """Add the `fsrfer` column (per split: G's row where valid says G pays, else bicubic's); returns the G scales."""
     g_scales = fsr_g_scales(table)
     for methods in table.values():
-        methods["fsrfer"] = {key: dict(methods[G_ALWAYS][key] if int(key[1:]) in g_scales else methods["bicubic"][key])
+        methods["fsrfer"] = {key: dict(methods[G_ALWAYS][key] if float(key[1:]) in g_scales else methods["bicubic"][key])
                              for key in methods[G_ALWAYS]}
     return g_scales
 

@@ -21,8 +21,8 @@ import torch
 
 from components.config import RegisterConfig
 from components.data.store import PreparedStore
-from components.io import file_sha256
-from components.metrics import fsr_g_scales
+from components.io import BadInput, file_sha256
+from components.metrics import G_ALWAYS, fsr_g_scales
 from components.registry import log_and_register, metric_tags, require_files, serving_config
 from components.serving.fsrfer import FSRFERPredictor
 
@@ -33,9 +33,12 @@ def register(cfg: RegisterConfig) -> dict:
     store = PreparedStore(cfg.prepared)
     table = json.loads(Path(cfg.metrics).read_text())
     g_scales = fsr_g_scales(table)
+    if g_scales is None:
+        raise BadInput(f"register.metrics: {cfg.metrics} has no {G_ALWAYS} column to choose where G applies; "
+                       f"rerun `fsrfer evaluate`")
     serving = serving_config(store, g_scales)
     tags = metric_tags(table, "fsrfer")
-    tags["g_scales"] = "none" if g_scales is None else ",".join(map(str, g_scales))
+    tags["g_scales"] = ",".join(f"{s:g}" for s in g_scales) or "never"
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
     tags |= {f"param.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())

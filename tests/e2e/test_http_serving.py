@@ -109,6 +109,11 @@ def test_bad_payloads_get_clear_errors_and_the_server_keeps_serving(served):
     assert "row 1: image is 7200x7200, over the 50,000,000-pixel limit" in rows[1]["error"]
     assert rows[2]["error"] == "" and rows[2]["label"]
 
-    bad_param = invoke(served, good | {"params": {"detect": "sometimes"}})
+    bad_param = invoke(served, good | {"params": {"detect": "sometimes"}})  # MLflow's schema check
     assert bad_param.status_code == 400 and "detect" in bad_param.text, bad_param.text
+    out_of_range = invoke(served, good | {"params": {"detect": True, "upsample": 20.0}})  # the model's own check
+    assert out_of_range.status_code == 400, out_of_range.text
+    assert "params.upsample: 20.0 must lie in [1, 8]" in out_of_range.json()["message"], out_of_range.text
+    unknown = invoke(served, good | {"params": {"detekt": True}})  # MLflow drops names its schema lacks
+    assert unknown.status_code == 200 and "box_x" not in unknown.json()["predictions"][0]
     assert invoke(served, good).status_code == 200  # still serving

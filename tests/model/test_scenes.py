@@ -4,6 +4,7 @@ classified by the per-face path; bad inputs named, the rest goes on."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from components.data.align import Detection
 from components.io import BadInput
-from components.serving.fsrfer import check_params
+from components.serving.fsrfer import SceneParams, decode_image, served_scale
 from components.serving.scene import SceneFaces, crop_face, face_crop_of
 
 SIZES = (64, 40, 28, 20)  # pasted sizes of the synthetic aligned faces (their frame is the warp template's)
@@ -103,44 +104,69 @@ def test_the_crop_rule_follows_the_training_faces():
 def test_a_scene_gives_a_row_per_face_and_a_row_for_a_photo_without_one(model, scene):
     image, placed = scene
     blank = np.full((120, 160, 3), 128, np.uint8)
-    frame = pd.DataFrame({"image": [png(image), png(blank), b"not an image"]})
+    frame = pd.DataFrame({"image": [b"not an image", png(image), png(blank), png(image[:, ::-1])]})
     out = model.predict(frame, params={"detect": True, "upsample": 2.0})
-    classes = list(model.unwrap_python_model().cfg.classes)
-    faces = out[out["row"] == 0]
-    assert len(faces) >= 2 and list(faces["face"]) == list(range(len(faces))) and (faces["error"] == "").all()
-    np.testing.assert_allclose(faces[classes].sum(1), 1.0, atol=1e-6)
-    assert (faces["scale"] == 64 / faces["native_size"]).all()
-    for _, row in faces.iterrows():
+    cfg = model.unwrap_python_model().cfg
+    classes = list(cfg.classes)
+    assert list(out["row"]) == sorted(out["row"]) and set(out["row"]) == {0, 1, 2, 3}
+    bad_row, blank_row = out[out["row"] == 0], out[out["row"] == 2]
+    assert len(bad_row) == 1 and bad_row["face"].item() == -1 and "row 0: not a decodable image" in bad_row["error"].item()
+    assert len(blank_row) == 1 and blank_row["face"].item() == -1 and "row 2: no face found" in blank_row["error"].item()
+    assert blank_row[classes].isna().all(axis=None) and blank_row["label"].item() == ""
+    for row, photo in ((1, image), (3, np.ascontiguousarray(image[:, ::-1]))):
+        faces = out[out["row"] == row]
+        assert len(faces) >= 2 and list(faces["face"]) == list(range(len(faces))) and (faces["error"] == "").all()
+        assert set(faces["scale"]) <= {1.0, *cfg.scales}
+        # each row is its own photo's faces through the per-face path, whatever rows came before it
+        crops = SceneFaces("warp", cfg.hr_size, 12, upsample=2.0)(photo)
+        assert [c.detection.box for c in crops] == list(zip(faces.box_x, faces.box_y, faces.box_w, faces.box_h))
+        single = model.predict(pd.DataFrame({"image": [png(c.face) for c in crops]}))
+        np.testing.assert_allclose(faces[classes].to_numpy(), single[classes].to_numpy(), atol=1e-6)
+        assert list(faces["label"]) == list(single["label"])
+        assert list(faces["scale"]) == [served_scale(c.native_size, cfg) for c in crops]
+    for _, row in out[out["row"] == 1].iterrows():
         pasted_under((row.box_x, row.box_y, row.box_w, row.box_h), placed)
         assert np.asarray(row.landmarks).shape == (5, 2)
-    blank_row, bad_row = out[out["row"] == 1], out[out["row"] == 2]
-    assert len(blank_row) == 1 and blank_row["face"].item() == -1 and "row 1: no face found" in blank_row["error"].item()
-    assert len(bad_row) == 1 and "row 2: not a decodable image" in bad_row["error"].item()
-    assert blank_row[classes].isna().all(axis=None) and blank_row["label"].item() == ""
 
 
-def test_each_scene_face_gets_the_per_face_path(model, scene):
+def test_an_upsampled_scene_over_the_pixel_limit_is_a_row_error_not_a_crash(model, scene):
     image, _ = scene
-    out = model.predict(pd.DataFrame({"image": [png(image)]}), params={"detect": True, "upsample": 2.0})
-    crops = SceneFaces("warp", 64, 12, upsample=2.0)(image)
-    single = model.predict(pd.DataFrame({"image": [png(c.face) for c in crops]}))
-    classes = list(model.unwrap_python_model().cfg.classes)
-    assert [c.detection.box for c in crops] == list(zip(out.box_x, out.box_y, out.box_w, out.box_h))
-    np.testing.assert_allclose(out[classes].to_numpy(), single[classes].to_numpy(), atol=1e-6)
-    assert list(out["label"]) == list(single["label"])
+    big = cv2.imencode(".png", np.zeros((4000, 4000), np.uint8))[1].tobytes()  # 16 MP: fine, 64 MP once doubled
+    out = model.predict(pd.DataFrame({"image": [big, png(image)]}), params={"detect": True, "upsample": 2.0})
+    assert "row 0: image is 4000x4000, over the 50,000,000-pixel limit once upsampled x2" in out["error"][0]
+    assert (out[out["row"] == 1]["face"] >= 0).all()
+
+
+def test_a_photo_is_read_upright_by_its_exif_orientation():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), (5, 5), 0)
+    upright = {}
+    for orientation in (1, 3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        Image.fromarray(photo).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+        upright[orientation] = decode_image(buffer.getvalue(), 3, f"orientation {orientation}").astype(float)
+    assert upright[1].shape == (40, 60, 3) and upright[3].shape == (40, 60, 3)
+    assert upright[6].shape == (60, 40, 3) and upright[8].shape == (60, 40, 3)
+    assert np.abs(upright[3] - upright[1][::-1, ::-1]).mean() < 3  # 180 degrees
+    assert np.abs(upright[6] - np.rot90(upright[1], -1)).mean() < 3  # the camera turned: rotated 90 degrees clockwise
+    assert np.abs(upright[8] - np.rot90(upright[1], 1)).mean() < 3
 
 
 def test_inference_params_are_checked_by_name():
-    assert check_params(None)["detect"] is False
-    assert check_params({"detect": True, "upsample": "2"})["upsample"] == 2.0
-    with pytest.raises(BadInput, match=r"unknown \['detekt'\]"):
-        check_params({"detekt": True})
-    with pytest.raises(BadInput, match="params.detect: expected true or false"):
-        check_params({"detect": "yes"})
-    with pytest.raises(BadInput, match="params.upsample: expected a number"):
-        check_params({"upsample": "twice"})
-    with pytest.raises(BadInput, match="upsample: 20.0 must lie in"):
-        SceneFaces("warp", 64, upsample=20.0)
+    assert SceneParams.parse(None) == SceneParams()
+    assert SceneParams.parse({"detect": True, "upsample": "2"}).upsample == 2.0
+    cases = [({"detekt": True}, r"unknown \['detekt'\]"), ({"detect": "yes"}, "params.detect: expected true or false"),
+             ({"upsample": "twice"}, "params.upsample: expected a number"),
+             ({"upsample": 20}, r"params.upsample: 20.0 must lie in \[1, 8\]"),
+             ({"min_face_size": 8}, "params.min_face_size: 8 px is below MTCNN's 12-px window"),
+             ({"min_confidence": 2}, "params.min_confidence: 2.0 must lie in")]
+    for params, message in cases:
+        with pytest.raises(BadInput, match=message):
+            SceneParams.parse(params)
     with pytest.raises(BadInput, match="below MTCNN's 12-px window"):
         SceneFaces("warp", 64, min_face_size=8)
 
@@ -175,13 +201,14 @@ def test_predict_cli_writes_annotated_images_rows_and_a_summary(registered_fsrfe
     assert (frames.groupby("frame")["face"].max() >= 0).all()  # faces found in each sampled frame (JPEG-coded)
     assert summary["faces"] == len(photo) + len(frames)
     assert sum(summary["expressions"].values()) == summary["faces"]
-    annotated = cv2.imread(str(out / "annotated" / "class.png"))
+    annotated = cv2.imread(str(out / "annotated" / "0001_class.png"))
     assert annotated.shape == image.shape and not np.array_equal(annotated, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    assert (out / "annotated" / "lecture_frame000004.png").is_file()
+    assert (out / "annotated" / "0003_lecture_frame000004.png").is_file()
+    assert set(photo["annotated"]) == {"annotated/0001_class.png"}
     missing = subprocess.run(["fsrfer", "predict", str(tmp_path / "nowhere.jpg"), "--out", str(out)],
                              capture_output=True, text=True, env=os.environ | {"MLFLOW_TRACKING_URI": registered_fsrfer.uri})
     assert missing.returncode == 2 and "nowhere.jpg: no such file or folder" in missing.stderr
     unregistered = subprocess.run(["fsrfer", "predict", str(photos), "--out", str(out), "--model", "gmenet"],
                                   capture_output=True, text=True,
                                   env=os.environ | {"MLFLOW_TRACKING_URI": registered_fsrfer.uri})
-    assert unregistered.returncode == 2 and "--model gmenet --alias champion: not in the registry" in unregistered.stderr
+    assert unregistered.returncode == 2 and "model gmenet@champion: not in the registry" in unregistered.stderr

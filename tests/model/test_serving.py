@@ -83,21 +83,28 @@ def test_a_non_square_face_is_centre_cropped_as_prepare_crops_not_squashed():
     np.testing.assert_array_equal(to_hr(big, 64)[0], to_uint8(imresize(big[15:115], output_shape=(64, 64))))
 
 
-@pytest.mark.parametrize("scale, g_scales, lifted", [
-    (1.01, (2, 3, 4, 5, 6, 7, 8), False),  # a 99 px face at HR 100: x1, never lifted unless valid chose x1
-    (1.01, (1, 2), True), (1.6, (2,), True), (3.0, (2, 4), False), (4.4, (2, 4), True),
-    (12.0, (8,), True), (12.0, (2, 4), False), (4.0, (), False),
-    (4.0, None, True), (1.0, None, False),  # a config written before the rule: G below the HR size
+@pytest.mark.parametrize("hr, scales, g_scales, side, lifted", [
+    (100, (2, 3, 4, 5, 6, 7, 8), (2, 3, 4, 5, 6, 7, 8), 99, False),  # a 99 px face at HR 100 is x1: not lifted
+    (100, (2, 4, 8), (1, 2), 99, True),  # ... unless valid chose G at x1 too
+    (64, (2, 4, 8), (4,), 16, True), (64, (2, 4, 8), (4,), 32, False),
+    (64, (2, 3, 4), (3,), 21, True),  # lr_size(64, 3) = 21 px: x3, not the nearest whole ratio 64 / 21 = 3.05
+    (64, (2, 4, 8), (8,), 3, True),  # beyond the largest trained scale: x8's rule
+    (48, (2, 3, 4, 5, 6, 7, 8), (7,), 6, False),  # FER+: x7 and x8 faces are both 6 px; 48 / 6 = 8 counts as x8
+    (48, (2, 3, 4, 5, 6, 7, 8), (8,), 6, True),
+    (64, (2, 4, 8), (), 16, False),
+    (64, (2, 4, 8), None, 16, True), (64, (2, 4, 8), None, 64, False),  # a config from before the rule
 ])
-def test_g_is_applied_at_the_validated_scales_only(scale, g_scales, lifted):
-    assert applies_g(scale, g_scales) is lifted
+def test_g_is_applied_at_the_validated_scales_only(hr, scales, g_scales, side, lifted):
+    cfg = ServingConfig(hr, 3, ("a", "b"), g_scales=g_scales, scales=scales)
+    assert applies_g(side, cfg) is lifted
 
 
 def test_served_rows_equal_c_of_g_of_f_where_the_rule_lifts_and_c_of_f_elsewhere(tiny_run, predictor):
     """Per row against the feature cache (the evaluate stage's inputs): x4 rows lifted, x2 and HR rows not,
     a non-square face cropped to its x4 centre."""
     store, cache = PreparedStore(tiny_run.prepared), FeatureCache(tiny_run.features)
-    rule = FSRFERPredictor(tiny_run.teacher, predictor.generator_path, replace(predictor.cfg, g_scales=(4,)))
+    rule = FSRFERPredictor(tiny_run.teacher, predictor.generator_path,
+                           replace(predictor.cfg, g_scales=(4.0,), scales=(2.0, 4.0, 8.0)))
     x4, x2 = np.asarray(store.array("test", "x4")[:3]), np.asarray(store.array("test", "x2")[:3])
     hr = np.asarray(store.array("test", "hr")[:3])
     wide = np.pad(x4[0], ((0, 0), (5, 5), (0, 0)), mode="edge")  # 16 x 26: its centre square is the x4 face
@@ -146,7 +153,7 @@ def test_the_fsrfer_column_is_g_where_valid_says_it_pays_and_the_teacher_elsewhe
                      G_ALWAYS: {"x1": row(0.4), "x2": row(0.5 if split == "valid" else 0.9),
                                 "x4": row(0.6 if split == "valid" else 0.1)}}
              for split in ("valid", "test")}
-    assert served_fsr_column(table) == (4,)  # x2 ties on valid: G does not pay there, whatever test says
+    assert served_fsr_column(table) == (4.0,)  # x2 ties on valid: G does not pay there, whatever test says
     assert table["test"]["fsrfer"] == {"x1": row(0.5), "x2": row(0.5), "x4": row(0.1)}
     assert fsr_g_scales({"valid": {"bicubic": {}}}) is None
 
@@ -154,14 +161,15 @@ def test_the_fsrfer_column_is_g_where_valid_says_it_pays_and_the_teacher_elsewhe
 def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
     table = registered_fsrfer.table
     g_scales = fsr_g_scales(table)
+    assert g_scales and set(g_scales) < {1.0, 2.0, 4.0, 8.0}, g_scales  # the trained G pays at some scales, not all
     for split in ("valid", "test"):
         for key, scores in table[split]["fsrfer"].items():
-            source = G_ALWAYS if int(key[1:]) in g_scales else "bicubic"
+            source = G_ALWAYS if float(key[1:]) in g_scales else "bicubic"
             assert scores == table[split][source][key], (split, key)
     valid = table["valid"]
     assert all(valid["fsrfer"][k]["accuracy"] >= valid["bicubic"][k]["accuracy"] for k in valid["fsrfer"])
     version = mlflow.MlflowClient(registered_fsrfer.uri).get_model_version("fsrfer", "1")
-    assert version.tags["g_scales"] == ",".join(map(str, g_scales))
+    assert version.tags["g_scales"] == ",".join(f"{s:g}" for s in g_scales)
     client = mlflow.MlflowClient(registered_fsrfer.uri)
     served = mlflow.pyfunc.load_model(client.get_model_version_download_uri("fsrfer", "1")).unwrap_python_model()
-    assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp"
+    assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp" and served.cfg.scales == (2.0, 4.0, 8.0)
