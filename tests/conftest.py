@@ -112,6 +112,7 @@ SLOW_FIXTURES = {
     "search",            # test_tune.py: the 4-trial Ray Tune search
     "gme_runs",          # test_gmenet_train.py: GME-Net teacher + student on Ray Train
     "default_size_run",  # test_fsr_behaviour.py: the 100 px default data, a 30-epoch teacher (then an 800-step G)
+    "registered_fsrfer",  # here: a 300-step G on the tiny run, evaluated, registered and promoted (scenes, HTTP)
 }
 E2E = Path(__file__).parent / "e2e"
 

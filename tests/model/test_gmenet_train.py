@@ -183,6 +183,16 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tin
     with torch.no_grad():
         direct = torch.softmax(load_gmenet(root / "gmenet.pt")(images_to_tensor(data.faces["x8"])), 1)
     np.testing.assert_allclose(served, direct.numpy(), atol=1e-5)
+    # the same pyfunc serves scenes: every face found, cut as the training faces were, through the same path
+    from components.serving.scene import SceneFaces
+    from tests.model.test_scenes import compose_scene, png
+
+    scene, _ = compose_scene(tiny_run.root / "raw")
+    rows = model.predict(pd.DataFrame({"image": [png(scene)]}), params={"detect": True, "upsample": 2.0})
+    crops = SceneFaces("warp", 64, 12, upsample=2.0)(scene)
+    assert len(rows) == len(crops) >= 2 and (rows["error"] == "").all()
+    single = model.predict(pd.DataFrame({"image": [png(c.face) for c in crops]}))
+    np.testing.assert_allclose(rows[classes].to_numpy(), single[classes].to_numpy(), atol=1e-6)
 
 
 def test_a_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(gme_runs, tiny_run, tmp_path):
