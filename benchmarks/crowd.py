@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from components.data.align import Detection
-from components.data.degrade import imresize, to_uint8
+from components.data.degrade import imresize_uint8, to_uint8
 from components.data.ferplus import FERPLUS_CLASSES, read_ferplus
 from components.data.rafdb import RAFDB_CLASSES, read_rafdb
 from components.data.records import convert_channels
@@ -181,7 +181,7 @@ def shrink(face: np.ndarray, n: int) -> np.ndarray:
     """uint8 (48, 48) -> uint8 (n, n): MATLAB bicubic (antialiased), as the LR training faces were made."""
     if n == face.shape[0]:
         return face
-    return to_uint8(imresize(face.astype(np.float64), output_shape=(n, n)))
+    return imresize_uint8(face, output_shape=(n, n))
 
 
 def make_scene(rng: np.random.Generator, faces: list[tuple[np.ndarray, str, str]], cfg: SceneConfig

@@ -52,6 +52,29 @@ class WorkerContext:
             return None
         return torch.load(folder / "state.pt", map_location=self.device, weights_only=True)
 
+    def replica_divergence(self, state: dict) -> float:
+        """The largest difference between any worker's fingerprint of `state` (`state_fingerprint`)
+        and rank 0's: 0.0 when data parallelism keeps every replica equal, as DDP's all-reduced
+        gradients must. A collective: every worker calls it at the same iteration."""
+        if self.world_size == 1:
+            return 0.0
+        import torch.distributed as dist
+
+        mine = state_fingerprint(state).to(self.device)
+        every = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(every, mine)
+        return max(float((f - every[0]).abs().max()) for f in every)
+
+    def all_gather_object(self, obj) -> list:
+        """[obj of rank 0, obj of rank 1, ...] on every worker (a collective; [obj] alone when local)."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        every = [None] * self.world_size
+        dist.all_gather_object(every, obj)
+        return every
+
     def checkpoint(self, metrics: dict, state: Callable[[], dict]) -> None:
         """Report `metrics` with a checkpoint: rank 0 saves state() as `state.pt`; the others report metrics only."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +82,33 @@ class WorkerContext:
             if self.is_main:
                 torch.save(state(), folder / "state.pt")
             self.report(metrics, folder)
+
+
+LOCAL_BUFFERS = ("running_mean", "running_var")  # BatchNorm's: each replica updates them on its own batch
+# (DDP broadcasts rank 0's at every forward, and rank 0's are the ones saved), so they are not compared
+
+
+def state_fingerprint(state) -> torch.Tensor:
+    """float64 (sum, sum of squares) of every floating-point tensor of a nested state dict
+    (networks and optimisers) but BatchNorm's running statistics, in key order: equal replicas
+    give equal fingerprints."""
+    values: list[torch.Tensor] = []
+
+    def walk(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point():
+                t = obj.detach().double()
+                values.extend((t.sum(), (t * t).sum()))
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=str):
+                if not str(key).endswith(LOCAL_BUFFERS):
+                    walk(obj[key])
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item)
+
+    walk(state)
+    return torch.stack(values) if values else torch.zeros(1, dtype=torch.float64)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

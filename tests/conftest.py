@@ -3,9 +3,12 @@ shared by the model-tier tests: small numbers, the same code paths as the pipeli
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,19 +126,48 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+# Every folder short_tmpdir() made this session: removed by pytest_sessionfinish, once the fixtures (and the Ray
+# processes and subprocesses they started) are gone, for callers whose folder outlives their function.
+SHORT_TMPDIRS: list[str] = []
+
+
 def short_tmpdir() -> str:
-    """Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep."""
-    return tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    """Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep. The folder is
+    removed at the end of the session (pytest_sessionfinish), or earlier by its user."""
+    path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    SHORT_TMPDIRS.append(path)
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    while SHORT_TMPDIRS:
+        shutil.rmtree(SHORT_TMPDIRS.pop(), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_tmpdir() -> Iterator[str]:
+    """RAY_TMPDIR set to a fresh short_tmpdir() inside the block; on leaving it, RAY_TMPDIR is what it
+    was before (or unset again) and the folder is removed (stop the Ray that uses it first)."""
+    path = short_tmpdir()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RAY_TMPDIR", path)
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """A local Ray on 2 CPUs for one test module (Train runs started in-process join it)."""
+    """A local Ray on 2 CPUs for one test module (Train runs started in-process join it), its
+    RAY_TMPDIR restored and its temp folder removed once its processes have exited."""
     import ray
 
     from components.distributed import init_ray
 
-    os.environ["RAY_TMPDIR"] = short_tmpdir()
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+    with ray_tmpdir():
+        init_ray(num_cpus=2)
+        try:
+            yield
+        finally:
+            ray.shutdown(wait_for_processes=True)

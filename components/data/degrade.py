@@ -5,7 +5,9 @@ a = -0.5, kernel widening by 1/scale when shrinking with antialiasing on, and th
 symmetric (mirror) border. It is written as one dense weight matrix per axis, so a
 resize is `W_h @ x @ W_w^T`; the matrices are cached per (in, out) size, which makes
 resizing a batch of same-sized faces one einsum. Tested against real MATLAB outputs
-(shared/testdata/matlab_imresize).
+(shared/testdata/matlab_imresize). `imresize_uint8` is MATLAB's uint8 behaviour: one axis
+at a time, each pass rounded half away from zero to uint8 (what the faces of every stage go
+through: prepare's HR resize and LR degradation, the upscaling back for the CNN, serving).
 
 `degrade_bicubic` is the LR protocol of METHODS.md: crop HR to a multiple of the
 factor (as SR papers do), MATLAB-downscale by 1/s, and (`upscale_to`) bicubic back up
@@ -59,6 +61,25 @@ def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     return matrix
 
 
+def _resize_weights(shape: tuple[int, int], output_shape, scale, antialias: bool):
+    """MATLAB's output size, per-axis scales and (out, in) weight matrices for a resize of an (H, W) plane."""
+    if (output_shape is None) == (scale is None):
+        raise ValueError("imresize: give exactly one of output_shape or scale")
+    in_h, in_w = shape
+    if scale is not None:
+        if scale <= 0:
+            raise ValueError(f"imresize: scale must be > 0, got {scale}")
+        out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
+        scale_h = scale_w = float(scale)
+    else:
+        out_h, out_w = (int(v) for v in output_shape)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"imresize: output shape must be positive, got {output_shape}")
+        scale_h, scale_w = out_h / in_h, out_w / in_w
+    return (scale_h, scale_w), (resize_matrix(in_h, out_h, scale_h, antialias),
+                                resize_matrix(in_w, out_w, scale_w, antialias))
+
+
 def imresize(
     image: np.ndarray,
     output_shape: tuple[int, int] | None = None,
@@ -70,37 +91,47 @@ def imresize(
     image: (H, W), (H, W, C) or a batch (B, H, W, C); H, W are the axes resized
     (for 4-D input, axes 1 and 2). Give either output_shape (h, w) or a scale; as in
     MATLAB, a scale gives ceil(H * scale) and is used as the exact scale, a size gives
-    the per-axis scale h / H. Returns float64; uint8 input is not rounded here (see
-    `to_uint8`).
+    the per-axis scale h / H. Returns float64, unrounded whatever the input's type: for
+    MATLAB's behaviour on uint8 images use `imresize_uint8`.
     """
-    if (output_shape is None) == (scale is None):
-        raise ValueError("imresize: give exactly one of output_shape or scale")
-    batched = image.ndim == 4
-    h_axis = 1 if batched else 0
-    in_h, in_w = image.shape[h_axis], image.shape[h_axis + 1]
-    if scale is not None:
-        if scale <= 0:
-            raise ValueError(f"imresize: scale must be > 0, got {scale}")
-        out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
-        scale_h = scale_w = float(scale)
-    else:
-        out_h, out_w = (int(v) for v in output_shape)
-        if out_h < 1 or out_w < 1:
-            raise ValueError(f"imresize: output shape must be positive, got {output_shape}")
-        scale_h, scale_w = out_h / in_h, out_w / in_w
-    w_h = resize_matrix(in_h, out_h, scale_h, antialias)  # (out_h, in_h)
-    w_w = resize_matrix(in_w, out_w, scale_w, antialias)  # (out_w, in_w)
+    h_axis = 1 if image.ndim == 4 else 0
+    _, (w_h, w_w) = _resize_weights(image.shape[h_axis:h_axis + 2], output_shape, scale, antialias)
     data = np.asarray(image, dtype=np.float64)
-    if batched:
+    if image.ndim == 4:
         return np.einsum("oh,bhwc,pw->bopc", w_h, data, w_w, optimize=True)
     if data.ndim == 3:
         return np.einsum("oh,hwc,pw->opc", w_h, data, w_w, optimize=True)
     return w_h @ data @ w_w.T
 
 
+def imresize_uint8(
+    image: np.ndarray,
+    output_shape: tuple[int, int] | None = None,
+    scale: float | None = None,
+    antialias: bool = True,
+) -> np.ndarray:
+    """MATLAB `imresize` of a uint8 image: uint8, as MATLAB computes it.
+
+    MATLAB resizes one axis at a time (the axis with the smaller scale first; rows first on a
+    tie) and returns each 1-D pass in the input's class (imresizemex), so the intermediate
+    image is rounded half away from zero and saturated to 0..255 before the second pass.
+    Same shapes and arguments as `imresize`.
+    """
+    if image.dtype != np.uint8:
+        raise ValueError(f"imresize_uint8: needs a uint8 image, got {image.dtype}")
+    h_axis = 1 if image.ndim == 4 else 0
+    (scale_h, scale_w), (w_h, w_w) = _resize_weights(image.shape[h_axis:h_axis + 2], output_shape, scale,
+                                                     antialias)
+    data = image.astype(np.float64)
+    passes = [(h_axis, w_h), (h_axis + 1, w_w)]
+    for axis, weights in passes if scale_h <= scale_w else passes[::-1]:
+        data = to_uint8(np.moveaxis(np.tensordot(weights, data, axes=([1], [axis])), 0, axis)).astype(np.float64)
+    return data.astype(np.uint8)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round and clip to uint8, as MATLAB does when imresize is given uint8 input."""
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    """MATLAB's uint8(x): round half away from zero, saturate to 0..255."""
+    return np.clip(np.floor(np.asarray(image, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
 
 
 def lr_size(hr_size: int, factor: float) -> int:
@@ -133,13 +164,13 @@ def degrade_bicubic(hr: np.ndarray, factor: float) -> np.ndarray:
     _, h, w, _ = cropped.shape
     out = (lr_size(hr.shape[1], factor), lr_size(hr.shape[2], factor))
     if float(factor).is_integer():
-        lr = imresize(cropped, scale=1.0 / factor)
+        lr = imresize_uint8(cropped, scale=1.0 / factor)
     else:
-        lr = imresize(cropped, output_shape=out)
+        lr = imresize_uint8(cropped, output_shape=out)
     assert lr.shape[1:3] == out, (lr.shape, out, (h, w))
-    return to_uint8(lr)
+    return lr
 
 
 def upscale_to(lr: np.ndarray, hr_shape: tuple[int, int]) -> np.ndarray:
-    """Bicubic (MATLAB) upscaling of an LR batch (B, h, w, C) back to the HR size: uint8."""
-    return to_uint8(imresize(lr, output_shape=hr_shape))
+    """Bicubic (MATLAB) upscaling of a uint8 LR batch (B, h, w, C) back to the HR size: uint8."""
+    return imresize_uint8(lr, output_shape=hr_shape)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from components.config import PrepareConfig, scale_key
 from components.data.align import FaceAligner
-from components.data.degrade import degrade_bicubic, imresize, to_uint8
+from components.data.degrade import degrade_bicubic, imresize_uint8
 from components.data.expw import EXPW_CLASSES, read_expw
 from components.data.fer2013 import FER2013_CLASSES, read_fer2013_csv
 from components.data.ferplus import FERPLUS_CLASSES, read_ferplus
@@ -91,7 +91,7 @@ def to_hr_face(image: np.ndarray, cfg: PrepareConfig, aligner, source: str) -> t
     if (h, w) != (cfg.hr_size, cfg.hr_size):
         side = min(h, w)  # centre square, then MATLAB-bicubic down to the HR size
         top, left = (h - side) // 2, (w - side) // 2
-        image = to_uint8(imresize(image[top : top + side, left : left + side], output_shape=(cfg.hr_size, cfg.hr_size)))
+        image = imresize_uint8(image[top : top + side, left : left + side], output_shape=(cfg.hr_size, cfg.hr_size))
     return image, 1
 
 

@@ -6,9 +6,11 @@ A `TrainingTask` holds what differs: its networks and optimisers (`state_dict` /
 `load_state_dict`), the learning rate of an iteration (`learning_rate`), one optimisation
 step (`step`: the GAN's D-then-G step, or GME-Net's CE + distillation step, as BasicSR keeps
 `optimize_parameters` apart from the loop) and the rank-0 validation (`evaluate`).
-`run_task` is the rest, written once. Each iteration's batch comes from an RNG seeded by
-(seed, rank, iteration), so a run resumed from a checkpoint takes exactly the steps an
-uninterrupted one takes; a checkpoint also keeps torch's RNG state.
+`run_task` is the rest, written once. At every checkpoint the workers compare a fingerprint of
+their state (networks and optimisers) with rank 0's: `replica_divergence` in the metrics is
+0.0 when data parallelism keeps the replicas equal, as it must. Each iteration's batch
+comes from an RNG seeded by (seed, rank, iteration), so a run resumed from a checkpoint
+takes exactly the steps an uninterrupted one takes; a checkpoint also keeps every worker's torch RNG state.
 
 `run_training_stage` is the stage side, also written once: the MLflow run, the Ray Train run
 (named by a hash of the config and its input files, so rerunning the same config resumes
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -65,7 +68,7 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
     state = ctx.restore_state()
     if state is not None:
         task.load_state_dict(state)
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rngs"][ctx.rank])  # each worker its own (dropout masks differ per rank)
         start = state["iteration"]
     client = mlflow.MlflowClient(config["tracking_uri"]) if ctx.is_main and config.get("run_id") else None
     clock = time.perf_counter()
@@ -82,11 +85,17 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
         metrics = {"iteration": done, "resumed_from": start, "train_seconds": time.perf_counter() - clock, **logs}
         if ctx.is_main and (done % task.eval_every == 0 or done == task.iterations):
             metrics.update(task.evaluate())
+        checkpointing = done % task.checkpoint_every == 0 or done == task.iterations
+        if checkpointing:  # every worker: its replica against rank 0's (a data-parallel bug shows here)
+            metrics["replica_divergence"] = ctx.replica_divergence(task.state_dict())
+            if ctx.is_main and metrics["replica_divergence"] > 0:
+                warnings.warn(f"iteration {done}: the workers' parameters differ from rank 0's by up to "
+                              f"{metrics['replica_divergence']:.3g}: the replicas are not in sync", stacklevel=1)
         if client is not None:
             log_step_metrics(client, config["run_id"], metrics, done)
-        if done % task.checkpoint_every == 0 or done == task.iterations:
-            ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done,
-                                                                  "torch_rng": torch.get_rng_state()})
+        if checkpointing:
+            rngs = ctx.all_gather_object(torch.get_rng_state())
+            ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done, "torch_rngs": rngs})
 
 
 def run_hash(cfg, inputs: list[str]) -> str:
@@ -131,4 +140,5 @@ def training_summary(out: Path, state: dict, metrics: dict) -> dict:
     """What a training stage returns: its output, iterations, resume point, time, nodes, validation accuracies."""
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
             "train_seconds": metrics.get("train_seconds"), "worker_nodes": metrics.get("worker_nodes", ""),
+            "replica_divergence": metrics.get("replica_divergence"),
             **{k: v for k, v in metrics.items() if k.startswith("valid_acc")}}

@@ -1,10 +1,12 @@
 """What can be checked of infra/ without Docker or Kubernetes: every YAML parses, the fields
 the tools require are there, image tags and rayVersion match pyproject's ray pin, images are
 pinned, credentials are not in the files, and every entrypoint names a real command of the
-project's CLI (its --help runs and its arguments parse)."""
+project's CLI (its --help runs, its arguments parse and its --set overrides build the stage's
+config from params.yaml). Also the tests' own infrastructure: the Ray temp folder helper."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.cli import build_parser
+from components.cli import STAGES, build_parser
+from components.config import load_stage_config, parse_overrides, shared_sections
+from components.io import BadInput
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -159,6 +163,55 @@ def test_rayjobs_target_the_cluster_and_run_real_cli_commands():
         out = subprocess.run(["fsrfer", commands[0][0], "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "--set" in out.stdout, out.stderr
 
+
+
+def test_rayjob_set_overrides_are_keys_and_values_of_the_stages_config():
+    """Each `--set section.key=value` of a RayJob goes through the CLI's own path (parse_overrides,
+    then load_stage_config on the repo's params.yaml for every config the stage builds): the
+    section is one the stage reads, the key a field of its config, the value of the field's type
+    and accepted by the config's checks, and the built config holds that value."""
+    for job in by_kind("RayJob"):
+        name = job["metadata"]["name"]
+        (command,) = entrypoint_commands(job["spec"]["entrypoint"])
+        args = build_parser().parse_args(command)
+        assert args.set, f"{name}: no --set overrides to check"
+        stage = STAGES[args.command]
+        params = REPO / args.params  # the entrypoint runs in the checkout's root (`cd /workspace/fsrfer`)
+        overrides = parse_overrides(args.set)
+        try:
+            built = {section: load_stage_config(cls, section, params, overrides)
+                     for cls, section in [(stage.config, stage.section), *stage.extra.values()]}
+        except BadInput as err:
+            pytest.fail(f"{name}: {' '.join(command)}: {err}")
+        for section, values in overrides.items():
+            readers = [cfg for sec, cfg in built.items() if section == sec or section in shared_sections(type(cfg))]
+            assert readers, f"{name}: `fsrfer {args.command}` reads {sorted(built)} (+ shared), not [{section}]"
+            for key, value in values.items():
+                for cfg in readers:
+                    expected = tuple(value) if isinstance(value, list) else value
+                    assert getattr(cfg, key) == expected, (name, f"{section}.{key}", getattr(cfg, key), expected)
+
+
+def test_ray_tmpdir_restores_ray_tmpdir_and_removes_its_folder(monkeypatch):
+    """tests/conftest.py's ray_tmpdir (the ray_session fixture's RAY_TMPDIR): set inside, restored
+    (or unset again) on leaving, even on an error, and its folder gone; every short_tmpdir() folder
+    is listed for the session-end removal."""
+    from tests.conftest import SHORT_TMPDIRS, ray_tmpdir
+
+    for before in ("/elsewhere/ray", None):
+        if before is None:
+            monkeypatch.delenv("RAY_TMPDIR", raising=False)
+        else:
+            monkeypatch.setenv("RAY_TMPDIR", before)
+        with pytest.raises(RuntimeError, match="inside"):
+            with ray_tmpdir() as path:
+                assert os.environ["RAY_TMPDIR"] == path and Path(path).is_dir() and path in SHORT_TMPDIRS
+                assert len(path) < 40  # room for Ray's socket paths (107 bytes)
+                (Path(path) / "session_1" / "sockets").mkdir(parents=True)
+                (Path(path) / "session_1" / "sockets" / "raylet").write_text("x")
+                raise RuntimeError("inside")
+        assert os.environ.get("RAY_TMPDIR") == before
+        assert not Path(path).exists()
 
 def test_worker_entrypoint_runs_real_commands():
     script = (INFRA / "worker-entrypoint.sh").read_text()

@@ -4,11 +4,16 @@ and the evaluate stage's files agreeing with its JSON."""
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from components.metrics import accuracy_scores, format_table
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def one_hot(predicted: list[int], k: int) -> np.ndarray:
@@ -35,11 +40,34 @@ def test_the_markdown_table_shows_the_json_in_percent():
     assert lines[2] == "| bicubic | 50.0 | 25.0 |" and lines[3] == "| fsrfer | 50.0 | 33.3 |"
 
 
+def evaluate_plot_data() -> dict[str, dict]:
+    """dvc.yaml's plot data files of the evaluate stage (not its figures): path under the plots folder -> options."""
+    prefix = "${evaluate.plots}/"
+    out = {}
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]:
+        path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        assert path.startswith(prefix), path
+        if path.endswith((".csv", ".json", ".tsv", ".yaml")):
+            out[path[len(prefix):]] = options or {}
+    return out
+
+
 def test_the_evaluate_csv_agrees_with_its_json(tiny_run):
-    rows = list(csv.DictReader((tiny_run.root / "plots" / "accuracy.csv").open()))
-    table = tiny_run.table
-    assert len(rows) == sum(len(scales) for methods in table.values() for scales in methods.values())
-    for row in rows:
-        scores = table[row["split"]][row["method"]][row["scale"]]
-        assert float(row["accuracy"]) == pytest.approx(scores["accuracy"], abs=5e-5)
-        assert float(row["mean_class_accuracy"]) == pytest.approx(scores["mean_class_accuracy"], abs=5e-5)
+    """Every plot data file dvc.yaml declares for evaluate (plots/accuracy.csv) has the x and y columns
+    it names and one row per (split, method, scale) of the metrics JSON the stage wrote, none
+    missing or twice, each with that entry's numbers (to the 4 decimals written)."""
+    metrics = json.loads((tiny_run.root / "metrics.json").read_text())
+    expected = {(split, method, key): scores for split, methods in metrics.items()
+                for method, scales in methods.items() for key, scores in scales.items()}
+    data = evaluate_plot_data()
+    assert list(data) == ["accuracy.csv"], data
+    for name, options in data.items():
+        with (tiny_run.root / "plots" / name).open() as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        assert {options["x"], options["y"]} <= set(reader.fieldnames), (name, options, reader.fieldnames)
+        keys = [(row["split"], row["method"], row["scale"]) for row in rows]
+        assert len(keys) == len(set(keys)) and set(keys) == set(expected), (name, sorted(keys), sorted(expected))
+        for row, key in zip(rows, keys, strict=True):
+            for score, value in expected[key].items():
+                assert float(row[score]) == pytest.approx(value, abs=5e-5 + 1e-12), (name, key, score, row[score], value)

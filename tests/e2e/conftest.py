@@ -3,15 +3,69 @@ prefect.yaml, tiny params (the shrink-the-config way: same code paths, small num
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
+import socket
 import subprocess
-import tempfile
+import time
 from pathlib import Path
+from uuid import UUID
 
 import yaml
 
+from tests.conftest import short_tmpdir
+
 REPO = Path(__file__).resolve().parents[2]
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def quiet_port() -> int:
+    """A free port in 20000-32767: below the kernel's ephemeral range (32768+) that Ray's own
+    components (and every socket bound to port 0) draw from, and above Ray's worker ports
+    (10002-19999), so the port is not taken by another process between choosing it and binding it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
+
+
+def read_flow_run(flow_run_id: UUID | str, api_url: str | None = None, timeout: float = 60.0):
+    """(flow run, {task run name: task run}, artifacts) as the Prefect server recorded them: the
+    server at `api_url`, else the current settings' (e.g. prefect_test_harness's). Task run states
+    reach the server as events that its recorder writes a moment later, so this waits (up to
+    `timeout` s) until the flow run and every task run are in a final state and the list of task
+    runs is the same on two reads in a row."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    flow_run_id = UUID(str(flow_run_id))
+    settings = temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else contextlib.nullcontext()
+    with settings, get_client(sync_client=True) as client:
+        deadline, previous = time.time() + timeout, None
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            seen = sorted((t.name, t.state_type.value if t.state_type else None, t.run_count) for t in task_runs)
+            settled = flow_run.state_type is not None and flow_run.state_type.value in FINAL_STATES and all(
+                state in FINAL_STATES for _, state, _ in seen)
+            if (settled and seen == previous) or time.time() > deadline:
+                break
+            previous = seen
+            time.sleep(2)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    by_name = {t.name: t for t in task_runs}
+    assert len(by_name) == len(task_runs), f"task run names repeat: {sorted(t.name for t in task_runs)}"
+    return flow_run, by_name, artifacts
 
 
 def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
@@ -42,7 +96,7 @@ def make_project(root: Path, train_per_class: int = 12, test_per_class: int = 4)
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
-               RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
+               RAY_TMPDIR=short_tmpdir(),  # removed at the session's end (tests/conftest.py)
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)

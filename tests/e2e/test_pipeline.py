@@ -9,8 +9,10 @@ gme_train, compare and register_gmenet, registering a champion `gmenet` that pre
 with the compare table (HR, bicubic, FSR-FER and GME-Net columns, and their costs); a plain
 `dvc repro` of the whole DAG afterwards finds nothing to do; the local DVC remote
 round-trips; a flow rerun skips every stage; a GAN param change reruns only train_fsr and
-what follows and registers a gated challenger; the embedded default regenerates
-byte-for-byte what data.dvc records (so the README's main command finds its data).
+what follows and registers a challenger whose promotion is what the rule says for its tags;
+the gate rejects a version under a rule it cannot pass and promotes it under one it must;
+the embedded default regenerates byte-for-byte what data.dvc records (so the README's main
+command finds its data).
 """
 
 from __future__ import annotations
@@ -54,23 +56,6 @@ def png(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-@pytest.fixture(scope="module")
-def first_run(flow_project):
-    from flows.train_fsrfer import train_fsrfer
-
-    root, _ = flow_project
-    return train_fsrfer(project_dir=str(root), num_workers=2)
-
-
-@pytest.fixture(scope="module")
-def gme_run(flow_project, first_run):
-    from flows.train_gmenet import train_gmenet
-
-    root, _ = flow_project
-    # the same [ray] workers as the FSR-FER run: a different count would rerun train_fsr too
-    return train_gmenet(project_dir=str(root), num_workers=2)
-
-
 def faces_of_any_size() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"image": [
@@ -104,111 +89,231 @@ def read_artifact(key: str) -> str:
     return artifacts[0].data
 
 
-def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run):
-    assert list(first_run["stages"]) == FSR_STAGES  # dvc.yaml's order, one task per stage
-    assert set(first_run["stages"].values()) == {"ran"}
-    assert first_run["registered"]["version"] == 1
-    assert first_run["promotion"]["promoted"] is True  # the first version with complete metrics
+def aliases(uri: str, name: str) -> dict[str, int | None]:
+    """{'champion': version, 'challenger': version} of a registered model now (None: no such alias)."""
+    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
-    version = client.get_model_version_by_alias("fsrfer", "champion")
-    assert int(version.version) == 1
-    assert int(client.get_model_version_by_alias("fsrfer", "challenger").version) == 1
-    for key in ("valid_acc_x2", "valid_acc_x4", "valid_acc_x8", "valid_acc_mean", "data_sha256",
-                "dvc_lock_sha256", "param.sigma", "promotion_decision", "promotion_reason"):
-        assert key in version.tags, key
-    assert version.tags["promotion_decision"] == "promoted"
+    client, out = mlflow.MlflowClient(uri), {}
+    for alias in ("champion", "challenger"):
+        try:
+            out[alias] = int(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            out[alias] = None
+    return out
 
 
-def test_champion_predicts_on_faces_of_any_size(flow_project, first_run):
-    assert_predicts_on_faces_of_any_size("models:/fsrfer@champion")
+def version_tags(uri: str, name: str, version: int) -> dict[str, str]:
+    return dict(mlflow.MlflowClient(uri).get_model_version(name, str(version)).tags)
 
 
-def test_flow_publishes_the_accuracy_table_artifact(flow_project, first_run):
-    markdown = read_artifact("fsrfer-accuracy")
-    assert "| valid |" in markdown and "x8" in markdown and "fsrfer v1" in markdown
+def rule_says(new: dict[str, str], old: dict[str, str], min_gain: float, tolerance: float) -> str:
+    """The promotion rule (README, components/registry.py), written out again from its words:
+    promote when the mean valid accuracy over the LR scales beats the champion's by more than
+    min_gain and no scale is worse than the champion's by more than tolerance."""
+    scales = new["scales"].split(",")
+    a = [float(new[f"valid_acc_{s}"]) for s in scales]
+    b = [float(old[f"valid_acc_{s}"]) for s in scales]
+    if any(y - x > tolerance for x, y in zip(a, b)):
+        return "rejected"
+    return "promoted" if sum(a) / len(a) > sum(b) / len(b) + min_gain else "rejected"
 
 
-def test_gmenet_flow_reuses_the_shared_stages_and_registers_a_champion(flow_project, gme_run):
-    ran = [s for s, r in gme_run["stages"].items() if r == "ran"]
-    assert ran == GME_STAGES  # prepare, the CovPoolFER chain and evaluate were up to date
-    assert set(FSR_STAGES) - {"register"} <= {s for s, r in gme_run["stages"].items() if r == "skipped"}
-    assert gme_run["registered"]["model_name"] == "gmenet" and gme_run["registered"]["version"] == 1
-    assert gme_run["promotion"]["promoted"] is True
-    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
-    version = client.get_model_version_by_alias("gmenet", "champion")
-    assert int(version.version) == 1
-    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "param.lambda_at", "promotion_decision"):
-        assert key in version.tags, key
-    assert int(client.get_model_version_by_alias("fsrfer", "champion").version) == 1  # fsrfer untouched
+# Each state of the scratch project is a fixture of its own, in the order the chain below makes
+# them; each records what its tests assert on (results, aliases, artifacts, files) when it is
+# made, so no test depends on which tests ran before it.
+
+@pytest.fixture(scope="module")
+def first_run(flow_project):
+    from flows.train_fsrfer import train_fsrfer
+
+    root, env = flow_project
+    result = train_fsrfer(project_dir=str(root), num_workers=2)
+    return {"result": result, "aliases": aliases(env["MLFLOW_TRACKING_URI"], "fsrfer"),
+            "artifact": read_artifact("fsrfer-accuracy")}
 
 
-def test_gmenet_champion_predicts_on_faces_of_any_size(flow_project, gme_run):
-    assert_predicts_on_faces_of_any_size("models:/gmenet@champion")
+@pytest.fixture(scope="module")
+def gme_run(flow_project, first_run):
+    from flows.train_gmenet import train_gmenet
+
+    root, env = flow_project
+    # the same [ray] workers as the FSR-FER run: a different count would rerun train_fsr too
+    result = train_gmenet(project_dir=str(root), num_workers=2)
+    uri = env["MLFLOW_TRACKING_URI"]
+    return {"result": result, "aliases": aliases(uri, "gmenet"), "fsrfer_aliases": aliases(uri, "fsrfer"),
+            "artifact": read_artifact("gmenet-accuracy"),
+            "evaluate": json.loads((root / "metrics" / "evaluate.json").read_text()),
+            "compare": json.loads((root / "metrics" / "compare.json").read_text())}
 
 
-def test_gmenet_flow_publishes_the_compare_table(flow_project, gme_run):
-    root, _ = flow_project
-    markdown = read_artifact("gmenet-accuracy")
-    assert "gmenet v1" in markdown and "| valid |" in markdown and "Cost per face" in markdown
-    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
-    compared = json.loads((root / "metrics" / "compare.json").read_text())
-    for split in ("valid", "test"):
-        assert set(metrics[split]) == {"bicubic", "fsrfer_g_always", "fsrfer"}
-        assert list(metrics[split]["fsrfer"]) == ["x1", "x2", "x4", "x8"]
-        assert set(compared["table"][split]) == {"bicubic", "fsrfer_g_always", "fsrfer", "gmenet"}  # GME-Net's joins
-        assert compared["table"][split]["fsrfer"] == metrics[split]["fsrfer"]
-    assert set(compared["cost"]) == {"bicubic", "fsrfer", "gmenet"}
-    assert compared["cost"]["fsrfer"]["flops"] > compared["cost"]["bicubic"]["flops"]  # G on top of F and C
-
-
-def test_dvc_repro_of_the_whole_dag_then_finds_nothing_to_do(flow_project, gme_run):
+@pytest.fixture(scope="module")
+def whole_dag_repro(flow_project, gme_run):
     root, env = flow_project
     out = run(["dvc", "repro"], root, env)
-    assert "Running stage" not in out
-    assert "Data and pipelines are up to date" in out
-    locked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    assert set(locked) == set(FSR_STAGES + GME_STAGES)
+    return out, yaml.safe_load((root / "dvc.lock").read_text())["stages"]
 
 
-def test_local_remote_push_pull(flow_project, gme_run):
+@pytest.fixture(scope="module")
+def remote_round_trip(flow_project, whole_dag_repro):
     root, env = flow_project
     run(["dvc", "push"], root, env)
     shutil.rmtree(root / "data" / "prepared")
     shutil.rmtree(root / ".dvc" / "cache")
     run(["dvc", "pull"], root, env)
-    assert (root / "data" / "prepared" / "meta.json").is_file()
-    status = run(["dvc", "status"], root, env)
+    return (root / "data" / "prepared" / "meta.json").is_file(), run(["dvc", "status"], root, env)
+
+
+@pytest.fixture(scope="module")
+def rerun(flow_project, remote_round_trip):
+    from flows.train_fsrfer import train_fsrfer
+
+    root, env = flow_project
+    return {"result": train_fsrfer(project_dir=str(root), num_workers=2),
+            "aliases": aliases(env["MLFLOW_TRACKING_URI"], "fsrfer")}
+
+
+@pytest.fixture(scope="module")
+def challenger(flow_project, rerun):
+    """A GAN param change: train_fsr onwards rerun, v2 registered and gated by params.yaml's rule."""
+    from flows.train_fsrfer import train_fsrfer
+
+    root, env = flow_project
+    uri = env["MLFLOW_TRACKING_URI"]
+    result = train_fsrfer(project_dir=str(root), num_workers=2, overrides={"train_fsr.sigma": 1.8})
+    return {"result": result, "aliases": aliases(uri, "fsrfer"), "v1": version_tags(uri, "fsrfer", 1),
+            "v2": version_tags(uri, "fsrfer", 2), "rule": yaml.safe_load((root / "params.yaml").read_text())["promote"],
+            "params": (root / "params.yaml").read_text()}
+
+
+def promote_with(root, rule: dict) -> dict:
+    """The `promote` flow (what `prefect deployment run promote/promote` runs) under params.yaml's promote rule set to `rule`."""
+    from flows.pipeline import update_params_file
+    from flows.promote import promote
+
+    update_params_file(root / "params.yaml", {f"promote.{k}": v for k, v in rule.items()})
+    return promote(model_name="fsrfer", project_dir=str(root))
+
+
+@pytest.fixture(scope="module")
+def forced(flow_project, challenger):
+    """The version that is not champion after v2's gate, put to the gate twice more: under a rule no
+    model can pass (min_gain 1.0: must be rejected, champion unchanged), then under one every
+    version with complete metrics passes (min_gain -1.0: must be promoted, champion moves to it);
+    tolerance 1.0 in both, so the min_gain clause alone decides."""
+    root, env = flow_project
+    uri = env["MLFLOW_TRACKING_URI"]
+    other = 1 if challenger["aliases"]["champion"] == 2 else 2
+    rejected = promote_with(root, {"version": str(other), "min_gain": 1.0, "tolerance": 1.0})
+    after_reject = {"aliases": aliases(uri, "fsrfer"), "tags": version_tags(uri, "fsrfer", other)}
+    promoted = promote_with(root, {"min_gain": -1.0})
+    after_promote = {"aliases": aliases(uri, "fsrfer"), "tags": version_tags(uri, "fsrfer", other)}
+    promote_with(root, {"version": "", "min_gain": 0.0, "tolerance": 0.02})  # params.yaml's rule again
+    return other, challenger["aliases"]["champion"], (rejected, after_reject), (promoted, after_promote)
+
+
+def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run):
+    result = first_run["result"]
+    assert list(result["stages"]) == FSR_STAGES  # dvc.yaml's order, one task per stage
+    assert set(result["stages"].values()) == {"ran"}
+    assert result["registered"]["version"] == 1
+    assert result["promotion"]["promoted"] is True  # the first version with complete metrics
+    assert first_run["aliases"] == {"champion": 1, "challenger": 1}
+    tags = version_tags(flow_project[1]["MLFLOW_TRACKING_URI"], "fsrfer", 1)
+    for key in ("valid_acc_x2", "valid_acc_x4", "valid_acc_x8", "valid_acc_mean", "data_sha256",
+                "dvc_lock_sha256", "param.sigma", "promotion_decision", "promotion_reason"):
+        assert key in tags, key
+    assert tags["promotion_decision"] == "promoted" and tags["promotion_compared_to"] == "none"
+
+
+def test_champion_predicts_on_faces_of_any_size(flow_project, first_run):
+    assert_predicts_on_faces_of_any_size(f"models:/fsrfer/{first_run['aliases']['champion']}")
+
+
+def test_flow_publishes_the_accuracy_table_artifact(flow_project, first_run):
+    markdown = first_run["artifact"]
+    assert "| valid |" in markdown and "x8" in markdown and "fsrfer v1" in markdown
+
+
+def test_gmenet_flow_reuses_the_shared_stages_and_registers_a_champion(flow_project, gme_run):
+    result = gme_run["result"]
+    ran = [s for s, r in result["stages"].items() if r == "ran"]
+    assert ran == GME_STAGES  # prepare, the CovPoolFER chain and evaluate were up to date
+    assert set(FSR_STAGES) - {"register"} <= {s for s, r in result["stages"].items() if r == "skipped"}
+    assert result["registered"]["model_name"] == "gmenet" and result["registered"]["version"] == 1
+    assert result["promotion"]["promoted"] is True
+    assert gme_run["aliases"] == {"champion": 1, "challenger": 1}
+    tags = version_tags(flow_project[1]["MLFLOW_TRACKING_URI"], "gmenet", 1)
+    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "param.lambda_at", "promotion_decision"):
+        assert key in tags, key
+    assert gme_run["fsrfer_aliases"] == {"champion": 1, "challenger": 1}  # fsrfer untouched
+
+
+def test_gmenet_champion_predicts_on_faces_of_any_size(flow_project, gme_run):
+    assert_predicts_on_faces_of_any_size(f"models:/gmenet/{gme_run['aliases']['champion']}")
+
+
+def test_gmenet_flow_publishes_the_compare_table(flow_project, gme_run):
+    markdown = gme_run["artifact"]
+    assert "gmenet v1" in markdown and "| valid |" in markdown and "Cost per face" in markdown
+    metrics, compared = gme_run["evaluate"], gme_run["compare"]
+    for split in ("valid", "test"):
+        assert set(metrics[split]) == {"bicubic", "fsrfer_g_always", "fsrfer"}
+        assert list(metrics[split]["fsrfer"]) == ["x1", "x2", "x4", "x8"]
+        assert set(compared["table"][split]) == {"bicubic", "fsrfer_g_always", "fsrfer", "gmenet"}  # GME-Net's joins
+        assert compared["table"][split]["fsrfer"] == metrics[split]["fsrfer"]
+        for method, row in compared["table"][split].items():  # the artifact shows the JSON's numbers
+            assert f"{100 * row['x8']['accuracy']:.1f}" in markdown, (split, method)
+    assert set(compared["cost"]) == {"bicubic", "fsrfer", "gmenet"}
+    assert compared["cost"]["fsrfer"]["flops"] > compared["cost"]["bicubic"]["flops"]  # G on top of F and C
+
+
+def test_dvc_repro_of_the_whole_dag_then_finds_nothing_to_do(whole_dag_repro):
+    out, locked = whole_dag_repro
+    assert "Running stage" not in out
+    assert "Data and pipelines are up to date" in out
+    assert set(locked) == set(FSR_STAGES + GME_STAGES)
+
+
+def test_local_remote_push_pull(remote_round_trip):
+    restored, status = remote_round_trip
+    assert restored
     assert "up to date" in status
 
 
-def test_rerun_skips_every_stage(flow_project, first_run):
-    from flows.train_fsrfer import train_fsrfer
-
-    root, _ = flow_project
-    again = train_fsrfer(project_dir=str(root), num_workers=2)
+def test_rerun_skips_every_stage(rerun):
+    again = rerun["result"]
     assert set(again["stages"].values()) == {"skipped"}
     assert again["registered"]["version"] == 1  # nothing new registered
     assert again["promotion"]["reason"] == "already champion"
+    assert rerun["aliases"] == {"champion": 1, "challenger": 1}
 
 
-def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(flow_project, first_run):
-    from flows.train_fsrfer import train_fsrfer
-
-    root, _ = flow_project
-    result = train_fsrfer(project_dir=str(root), num_workers=2, overrides={"train_fsr.sigma": 1.8})
+def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(challenger):
+    result = challenger["result"]
     assert result["params_changed"] == {"train_fsr.sigma": 1.8}
-    assert "sigma: 1.8" in (root / "params.yaml").read_text()
+    assert "sigma: 1.8" in challenger["params"]
     assert [s for s, r in result["stages"].items() if r == "ran"] == ["train_fsr", "evaluate", "register"]
     assert result["registered"]["version"] == 2
-    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
-    v2 = client.get_model_version("fsrfer", "2")
-    assert int(client.get_model_version_by_alias("fsrfer", "challenger").version) == 2
-    assert v2.tags["param.sigma"] == "1.8"
-    assert v2.tags["promotion_compared_to"] == "1"
-    champion = int(client.get_model_version_by_alias("fsrfer", "champion").version)
-    assert champion == (2 if v2.tags["promotion_decision"] == "promoted" else 1)
-    assert v2.tags["promotion_reason"] == result["promotion"]["reason"]
+    v1, v2 = challenger["v1"], challenger["v2"]
+    assert v2["param.sigma"] == "1.8" and v2["promotion_compared_to"] == "1"
+    # the decision is the rule's for these tags, not whichever way the gate went
+    want = rule_says(v2, v1, challenger["rule"]["min_gain"], challenger["rule"]["tolerance"])
+    assert v2["promotion_decision"] == want, (v2, v1)
+    assert challenger["aliases"] == {"champion": 2 if want == "promoted" else 1, "challenger": 2}
+    assert v2["promotion_reason"] == result["promotion"]["reason"]
+    assert result["promotion"]["promoted"] is (want == "promoted")
+
+
+def test_a_version_the_rule_rejects_is_not_promoted_and_one_it_accepts_is(forced):
+    other, champion, (rejected, after_reject), (promoted, after_promote) = forced
+    assert rejected["promoted"] is False and rejected["version"] == other
+    assert "does not beat it by more than 1.0" in rejected["reason"]
+    assert after_reject["aliases"]["champion"] == champion  # the alias did not move
+    assert after_reject["tags"]["promotion_decision"] == "rejected"
+    assert promoted["promoted"] is True and promoted["version"] == other
+    assert after_promote["aliases"]["champion"] == other
+    assert after_promote["tags"]["promotion_decision"] == "promoted"
+    assert after_promote["tags"]["promotion_compared_to"] == str(champion)
 
 
 def test_default_data_regenerates_what_data_dvc_records(tmp_path, synthetic_default):

@@ -9,8 +9,8 @@ scripts/prefect_down.sh and scripts/mlflow_down.sh."""
 
 from __future__ import annotations
 
+import re
 import shutil
-import socket
 
 import cv2
 import mlflow
@@ -18,13 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.e2e.conftest import REPO, make_project, run
+from tests.e2e.conftest import REPO, make_project, quiet_port, read_flow_run, run
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,7 @@ def served_project(tmp_path_factory):
     root = tmp_path_factory.mktemp("deployproj")
     env = make_project(root)
     shutil.copytree(REPO / "scripts", root / "scripts")
-    port, mlflow_port = free_port(), free_port()
+    port, mlflow_port = quiet_port(), quiet_port()
     env |= {"PREFECT_HOME": str(root / ".prefect"), "PREFECT_PORT": str(port),
             "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLFLOW_HOME": str(root / "mlflow-server"), "MLFLOW_PORT": str(mlflow_port),
@@ -60,6 +56,27 @@ def test_deployment_run_completes_through_the_server(served_project):
     record = (root / "registry" / "fsrfer.json").read_text()
     assert '"version": 1' in record
     assert "num_workers: 1" in (root / "params.yaml").read_text()
+
+    # what the server recorded of that run: its state, parameters, task runs and artifacts
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+    flow_run, task_runs, artifacts = read_flow_run(flow_run_id, api_url=env["PREFECT_API_URL"])
+    assert flow_run.state_type.value == "COMPLETED", flow_run.state
+    assert flow_run.parameters.get("num_workers") == 1 and flow_run.parameters.get("profile") is None, \
+        flow_run.parameters
+    stage_runs = sorted(name for name in task_runs if name.startswith("dvc-"))
+    assert stage_runs == sorted(f"dvc-{stage}" for stage in FSR_STAGES), sorted(task_runs)
+    promote = [name for name in task_runs if name.split("-")[0] == "promote"]
+    assert len(promote) == 1, sorted(task_runs)
+    for name in stage_runs + promote:
+        assert task_runs[name].state_type.value == "COMPLETED", (name, task_runs[name].state)
+    # dvc.yaml's order: each stage's task started after the one before it ended
+    chain = [task_runs[f"dvc-{stage}"] for stage in FSR_STAGES]
+    assert all(a.end_time <= b.start_time for a, b in zip(chain, chain[1:])), \
+        [(t.name, t.start_time, t.end_time) for t in chain]
+    accuracy = [a for a in artifacts if a.key == "fsrfer-accuracy"]
+    assert len(accuracy) == 1 and accuracy[0].type == "markdown", [(a.key, a.type) for a in artifacts]
+    assert accuracy[0].data.startswith("# fsrfer v1\n") and "Promotion: **promoted to champion**" in accuracy[0].data, \
+        accuracy[0].data
 
 
 def test_registered_model_is_read_back_through_the_mlflow_server(served_project, tmp_path):

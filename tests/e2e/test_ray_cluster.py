@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,26 +24,11 @@ import pytest
 import yaml
 
 from components.config import FSRConfig, params_sections
+from tests.e2e.conftest import quiet_port
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,
                 milestones=[1000], w_gan=0.1, w_percep=10.0, w_feat=0.01, iterations=20, checkpoint_every=10,
                 eval_every=10, num_workers=2, cpus_per_worker=1.0)
-
-
-def quiet_port() -> int:
-    """A free port in 20000-32767: below the kernel's ephemeral range (32768+) that Ray's own
-    components draw from at start-up and above Ray's worker ports (10002-19999), so the
-    dashboard's port is not taken by another process between choosing it and binding it."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32767")
 
 
 def _ray_env() -> dict:
