@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from components.config import FSRConfig
-from components.data.degrade import imresize, to_uint8, upscale_to
+from components.data.degrade import imresize_uint8, upscale_to
 from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
 from components.io import BadInput
@@ -80,7 +80,7 @@ def test_a_non_square_face_is_centre_cropped_as_prepare_crops_not_squashed():
     squashed = upscale_to(face[None], (100, 100))[0]
     assert not np.array_equal(hr, squashed)
     big = rng.integers(0, 256, (130, 100, 3), dtype=np.uint8)  # larger than HR: prepare's path (centre square, down)
-    np.testing.assert_array_equal(to_hr(big, 64)[0], to_uint8(imresize(big[15:115], output_shape=(64, 64))))
+    np.testing.assert_array_equal(to_hr(big, 64)[0], imresize_uint8(big[15:115], output_shape=(64, 64)))
 
 
 @pytest.mark.parametrize("hr, scales, g_scales, side, lifted", [
