@@ -61,6 +61,7 @@ def test_teacher_and_student_run_on_two_workers_and_report(gme_runs):
     for summary, iterations in ((teacher, 200), (student, 300)):
         assert summary["iterations"] == iterations and summary["resumed_from"] == 0
         assert len(summary["worker_nodes"].split(",")) == 2  # two Ray Train workers
+        assert summary["replica_divergence"] == 0.0  # both replicas equal at the last step: gradients all-reduced
         assert summary["params"] > 0 and summary["flops"] > 0
     assert {"valid_acc_x1", "valid_acc_x2", "valid_acc_x8"} <= set(teacher)
     assert {"valid_acc_x2", "valid_acc_x4", "valid_acc_x8", "valid_acc_mean"} <= set(student)
