@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from components.metrics import accuracy_scores, format_table
+from components.metrics import accuracy_scores, format_table, write_accuracy_csv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +71,15 @@ def test_the_evaluate_csv_agrees_with_its_json(tiny_run):
         for row, key in zip(rows, keys, strict=True):
             for score, value in expected[key].items():
                 assert float(row[score]) == pytest.approx(value, abs=5e-5 + 1e-12), (name, key, score, row[score], value)
+
+
+def test_the_accuracy_csv_puts_each_score_in_its_own_column(tmp_path):
+    """On the balanced synthetic set accuracy equals mean_class_accuracy, so the tiny run cannot tell the
+    two columns apart: rows where they differ, written and read back by column name."""
+    rows = [{"split": "valid", "method": "bicubic", "scale": "x2", "accuracy": 0.61234, "mean_class_accuracy": 0.5},
+            {"split": "test", "method": "fsrfer", "scale": "x8", "accuracy": 0.25, "mean_class_accuracy": 0.19996}]
+    write_accuracy_csv(rows, tmp_path / "accuracy.csv")
+    with (tmp_path / "accuracy.csv").open() as f:
+        read = list(csv.DictReader(f))
+    assert [(r["split"], r["method"], r["scale"]) for r in read] == [("valid", "bicubic", "x2"), ("test", "fsrfer", "x8")]
+    assert [(float(r["accuracy"]), float(r["mean_class_accuracy"])) for r in read] == [(0.6123, 0.5), (0.25, 0.2)]
