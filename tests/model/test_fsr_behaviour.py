@@ -2,8 +2,8 @@
 LR features toward the HR ones, so C(G(F_lr)) beats the bicubic baseline at x4 and at x8.
 
 The run is the synthetic default's data at its face size (100 px, 160 train / 40 test faces
-per class, seed 0), prepared at x2/x4/x8, with the model tier's small CovPoolFER trained to
-convergence on HR faces (20 epochs, no augmentation) and the model tier's small G (400
+per class, seed 0), prepared at x2/x4/x8, with the model tier's small CovPoolFER trained on
+HR faces (20 epochs, no augmentation) and the model tier's small G (400
 iterations on 2 Ray Train workers, so a data-parallel bug such as unsynced gradients or a wrong
 shard shows as lost accuracy or unequal replicas). Accuracy is pooled over valid + test (392
 faces). Measured on 2 workers, seed 0: x4 64.0% and x8 28.3% against bicubic's 48.5% and 13.5%
