@@ -181,8 +181,8 @@ def draw_face(name: str, face: dict, rng: np.random.Generator, size: int) -> tup
     # lighting: a linear gradient across the face
     angle = rng.uniform(0, 2 * math.pi)
     strength = rng.uniform(0.0, 0.35)
-    yy, xx = np.mgrid[0:n, 0:n] / n - 0.5
-    light = 1.0 + strength * (np.cos(angle) * xx + np.sin(angle) * yy) * 2
+    ramp = np.arange(n) / n - 0.5  # the same values as np.mgrid[0:n, 0:n] / n - 0.5, broadcast instead of stored
+    light = 1.0 + strength * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]) * 2
     img *= light[:, :, None]
     img = cv2.resize(np.clip(img, 0, 255), (size, size), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
@@ -236,11 +236,12 @@ def render_pair(name: str, rng: np.random.Generator, cfg: SyntheticConfig) -> tu
     return _finish(aligned, rng), _finish(original, rng)
 
 
-def write_synthetic_rafdb(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> dict:
+def write_synthetic_rafdb(root: str | Path, cfg: SyntheticConfig = SyntheticConfig(), workers: int | None = None) -> dict:
     """Write the synthetic set to `root` in the RAF-DB basic layout; returns counts.
 
     Deterministic: the same config gives byte-identical files (one child RNG per image,
-    derived from the seed and the image index).
+    derived from the seed and the image index), whatever the number of `workers` (processes
+    that render and write the images; default: one per CPU, one alone for a small set).
     """
     root = Path(root)
     aligned_dir = root / "Image" / "aligned"
@@ -248,24 +249,39 @@ def write_synthetic_rafdb(root: str | Path, cfg: SyntheticConfig = SyntheticConf
     label_dir = root / "EmoLabel"
     for d in (aligned_dir, original_dir, label_dir):
         d.mkdir(parents=True, exist_ok=True)
-    lines = []
-    counts = {}
+    jobs, lines, counts = [], [], {}
     for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
         n_images = per_class * len(RAFDB_CLASSES)
         labels = np.arange(n_images) % len(RAFDB_CLASSES)
         np.random.default_rng([cfg.seed, 1 if split == "train" else 2]).shuffle(labels)
         for i, label in enumerate(labels, start=1):
-            rng = np.random.default_rng([cfg.seed, 1 if split == "train" else 2, i])
-            aligned, original = render_pair(RAFDB_CLASSES[label], rng, cfg)
             stem = f"{split}_{i:05d}"
-            _write_jpg(aligned_dir / f"{stem}_aligned.jpg", aligned)
-            _write_jpg(original_dir / f"{stem}.jpg", original)
+            jobs.append((str(root), stem, split, i, int(label), cfg))
             lines.append(f"{stem}.jpg {label + 1}\n")
         counts[split] = n_images
+    workers = workers or (os.cpu_count() or 1)
+    if workers > 1 and len(jobs) >= 64:
+        import multiprocessing
+
+        # spawn, not fork: the caller may hold threads (torch, OpenMP) that a forked child would inherit locked
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            pool.map(_write_pair, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    else:
+        for job in jobs:
+            _write_pair(job)
     tmp = label_dir / "list_patition_label.txt.tmp"
     tmp.write_text("".join(lines))
     os.replace(tmp, label_dir / "list_patition_label.txt")
     return counts
+
+
+def _write_pair(job: tuple[str, str, str, int, int, SyntheticConfig]) -> None:
+    """Render and write one image pair (aligned and original) of write_synthetic_rafdb, from its own RNG."""
+    root, stem, split, i, label, cfg = job
+    rng = np.random.default_rng([cfg.seed, 1 if split == "train" else 2, i])
+    aligned, original = render_pair(RAFDB_CLASSES[label], rng, cfg)
+    _write_jpg(Path(root) / "Image" / "aligned" / f"{stem}_aligned.jpg", aligned)
+    _write_jpg(Path(root) / "Image" / "original" / f"{stem}.jpg", original)
 
 
 def _write_jpg(path: Path, rgb: np.ndarray) -> None:

@@ -7,8 +7,10 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from uuid import UUID
@@ -104,3 +106,39 @@ def make_project(root: Path, train_per_class: int = 12, test_per_class: int = 4)
     run(["fsrfer", "synth", "--out", "data/raw/synthetic", "--train-per-class", str(train_per_class),
          "--test-per-class", str(test_per_class)], root, env)
     return env
+
+
+def stage_process(root: Path, stage: str) -> int | None:
+    """The pid of the `fsrfer <stage>` process DVC started in `root` (its cmdline and cwd), if any."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        # [python, .../bin/fsrfer, prepare]: not DVC's `bash -c "fsrfer prepare"` wrapper, if any
+        if len(argv) >= 2 and Path(argv[-2]).name == "fsrfer" and argv[-1] == stage and cwd == str(root):
+            return int(entry.name)
+    return None
+
+
+class KillOnce(threading.Thread):
+    """SIGKILLs the first `fsrfer <stage>` process of the project as soon as it appears."""
+
+    def __init__(self, root: Path, stage: str, timeout: float = 300):
+        super().__init__(daemon=True)
+        self.root, self.stage, self.timeout = root, stage, timeout
+        self.killed: int | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.time() + self.timeout
+        while not self.stop.is_set() and time.time() < deadline:
+            pid = stage_process(self.root, self.stage)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.killed = pid
+                return
+            time.sleep(0.05)

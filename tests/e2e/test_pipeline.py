@@ -3,7 +3,9 @@
 temporary Prefect server), each DVC stage a task that runs a real `dvc repro --single-item`.
 
 Checks: the FSR-FER flow runs every stage of its chain in dvc.yaml's order and registers a
-champion `fsrfer` that predicts on face images of any size, with its Prefect artifact; the
+champion `fsrfer` that predicts on face images of any size, with its Prefect artifact, although
+its `fsrfer prepare` process is SIGKILLed as it starts (as the OOM killer or a lost node would):
+that task is retried, as the Prefect server records, and nothing else runs twice; the
 GME-Net flow then reuses every shared stage (DVC skips them) and runs only gme_teacher,
 gme_train, compare and register_gmenet, registering a champion `gmenet` that predicts too,
 with the compare table (HR, bicubic, FSR-FER and GME-Net columns, and their costs); a plain
@@ -29,7 +31,7 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from tests.e2e.conftest import REPO, make_project, run
+from tests.e2e.conftest import REPO, KillOnce, make_project, read_flow_run, run
 
 FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
 GME_STAGES = ["gme_teacher", "gme_train", "compare", "register_gmenet"]
@@ -124,12 +126,26 @@ def rule_says(new: dict[str, str], old: dict[str, str], min_gain: float, toleran
 
 @pytest.fixture(scope="module")
 def first_run(flow_project):
+    """The first flow run, its `fsrfer prepare` process SIGKILLed by a watcher thread as soon as it starts."""
+    from prefect.client.orchestration import get_client
+
     from flows.train_fsrfer import train_fsrfer
 
     root, env = flow_project
-    result = train_fsrfer(project_dir=str(root), num_workers=2)
-    return {"result": result, "aliases": aliases(env["MLFLOW_TRACKING_URI"], "fsrfer"),
-            "artifact": read_artifact("fsrfer-accuracy")}
+    killer = KillOnce(root, "prepare")
+    killer.start()
+    try:
+        state = train_fsrfer(project_dir=str(root), num_workers=2, return_state=True)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert state.is_completed(), state.message
+    flow_run, task_runs, _ = read_flow_run(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        prepare_states = [s.name for s in client.read_task_run_states(task_runs["dvc-prepare"].id)]
+    return {"result": state.result(), "aliases": aliases(env["MLFLOW_TRACKING_URI"], "fsrfer"),
+            "artifact": read_artifact("fsrfer-accuracy"), "killed": killer.killed, "flow_run": flow_run,
+            "task_runs": task_runs, "prepare_states": prepare_states}
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +239,19 @@ def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run)
                 "dvc_lock_sha256", "param.sigma", "promotion_decision", "promotion_reason"):
         assert key in tags, key
     assert tags["promotion_decision"] == "promoted" and tags["promotion_compared_to"] == "none"
+
+
+def test_a_killed_stage_is_retried_and_nothing_else_runs_twice(first_run):
+    assert first_run["killed"] is not None, "the watcher never saw `fsrfer prepare` start"
+    assert first_run["flow_run"].state_type.value == "COMPLETED", first_run["flow_run"].state
+    task_runs = first_run["task_runs"]
+    prepare = task_runs["dvc-prepare"]
+    assert prepare.state_type.value == "COMPLETED" and prepare.run_count == 2, (prepare.state, prepare.run_count)
+    history = first_run["prepare_states"]
+    assert "AwaitingRetry" in history and history[-1] == "Completed", history
+    for stage in FSR_STAGES[1:]:
+        task_run = task_runs[f"dvc-{stage}"]
+        assert task_run.state_type.value == "COMPLETED" and task_run.run_count == 1, (stage, task_run.state)
 
 
 def test_champion_predicts_on_faces_of_any_size(flow_project, first_run):
