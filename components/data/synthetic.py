@@ -253,10 +253,12 @@ def write_synthetic_rafdb(root: str | Path, cfg: SyntheticConfig = SyntheticConf
     for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
         n_images = per_class * len(RAFDB_CLASSES)
         labels = np.arange(n_images) % len(RAFDB_CLASSES)
-        np.random.default_rng([cfg.seed, 1 if split == "train" else 2]).shuffle(labels)
+        split_id = 1 if split == "train" else 2
+        np.random.default_rng([cfg.seed, split_id]).shuffle(labels)
         for i, label in enumerate(labels, start=1):
             stem = f"{split}_{i:05d}"
-            jobs.append((str(root), stem, split, i, int(label), cfg))
+            jobs.append(((cfg.seed, split_id, i), RAFDB_CLASSES[label], cfg,
+                         aligned_dir / f"{stem}_aligned.jpg", original_dir / f"{stem}.jpg"))
             lines.append(f"{stem}.jpg {label + 1}\n")
         counts[split] = n_images
     workers = workers or (os.cpu_count() or 1)
@@ -275,13 +277,12 @@ def write_synthetic_rafdb(root: str | Path, cfg: SyntheticConfig = SyntheticConf
     return counts
 
 
-def _write_pair(job: tuple[str, str, str, int, int, SyntheticConfig]) -> None:
-    """Render and write one image pair (aligned and original) of write_synthetic_rafdb, from its own RNG."""
-    root, stem, split, i, label, cfg = job
-    rng = np.random.default_rng([cfg.seed, 1 if split == "train" else 2, i])
-    aligned, original = render_pair(RAFDB_CLASSES[label], rng, cfg)
-    _write_jpg(Path(root) / "Image" / "aligned" / f"{stem}_aligned.jpg", aligned)
-    _write_jpg(Path(root) / "Image" / "original" / f"{stem}.jpg", original)
+def _write_pair(job: tuple[tuple[int, int, int], str, SyntheticConfig, Path, Path]) -> None:
+    """Render one image pair of write_synthetic_rafdb from its own RNG (seed, split, index) and write both files."""
+    rng_key, expression, cfg, aligned_path, original_path = job
+    aligned, original = render_pair(expression, np.random.default_rng(list(rng_key)), cfg)
+    _write_jpg(aligned_path, aligned)
+    _write_jpg(original_path, original)
 
 
 def _write_jpg(path: Path, rgb: np.ndarray) -> None:
