@@ -5,7 +5,7 @@ plain cv2.resize INTER_CUBIC to the same sizes, on the same images, in the same 
 ratio is the figure. Alignment: MTCNN + 5-point warp (`FaceAligner.align`) on a subset,
 beside cv2.resize INTER_CUBIC of the same images to the HR size.
 
-    .venv/bin/python benchmarks/bench_prepare.py [--align-images 1000]
+    .venv/bin/python benchmarks/bench_prepare.py [--align-images 1000] [--images N]
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def main() -> None:
     parser.add_argument("--root", default=str(FERPLUS))
     parser.add_argument("--align-images", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--images", type=int, default=0, help="the first N train faces only (0: all)")
     args = parser.parse_args()
     records, _ = read_ferplus(args.root)
-    train = [r for r in records if r.split == "train"]
+    train = [r for r in records if r.split == "train"][: args.images or None]
     faces = np.stack([load_image(r.source, 1) for r in train])  # (N, 48, 48, 1)
     n = len(faces)
 
