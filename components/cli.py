@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from components import config
-from components.config import PromoteConfig, load_stage_config, parse_overrides, shared_sections
+from components.config import PromoteConfig, describe_params, load_stage_config, parse_overrides, shared_sections
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.io import BadInput, atomic_write_text
 from components.registry import promote
@@ -107,6 +107,21 @@ STAGES = {stage.section: stage for stage in [
 ]}
 
 
+def stage_description(spec: Stage) -> str:
+    """What `fsrfer <stage> --help` says the stage does: the first paragraph of its module's docstring."""
+    import inspect
+
+    doc = inspect.getmodule(spec.run).__doc__ or spec.help
+    return doc.strip().split("\n\n")[0]
+
+
+def stage_params(spec: Stage) -> str:
+    """The params the stage reads (generated from its config), defaults of the config: params.yaml's values win."""
+    parts = [describe_params(spec.config, spec.section)]
+    parts += [f"read as {kw}: " + describe_params(cls, sec) for kw, (cls, sec) in spec.extra.items()]
+    return "\n".join(parts) + "\n\nValues above are the config's defaults; params.yaml's (and --set's) replace them."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fsrfer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_cmd_synth)
 
     for spec in STAGES.values():
-        stage = sub.add_parser(spec.section, help=f"{spec.help} (params.yaml: {spec.section})")
+        stage = sub.add_parser(spec.section, help=f"{spec.help} (params.yaml: {spec.section})",
+                               description=stage_description(spec), epilog=stage_params(spec),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         stage.add_argument("--params", default="params.yaml")
         stage.add_argument("--summary", help="also write the stage's summary (JSON) to this file")
         stage.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -392,6 +392,55 @@ def build_config(cls: type[C], section: str, values: dict[str, Any] | None) -> C
     return cls(**{key: _typed(value, hints[key], f"{section}.{key}") for key, value in values.items()})
 
 
+def _type_name(kind: Any) -> str:
+    """`tuple[float, ...]` -> 'list of float', `int` -> 'int' (as they are written in params.yaml)."""
+    if typing.get_origin(kind) is tuple:
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)}: " + ", ".join(_type_name(a) for a in args)
+    return getattr(kind, "__name__", str(kind))
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """{field: its trailing `# comment` in the class's source} for cls and the classes it inherits from."""
+    import inspect
+    import re
+
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            found = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+            if found:
+                notes[found.group(1)] = found.group(2).strip()
+    return notes
+
+
+def describe_params(cls: type, section: str) -> str:
+    """The params a stage config reads, as `fsrfer <stage> --help` lists them: per section (its own,
+    then the shared ones it inherits), `key: type = default  (comment)`, from the dataclass itself."""
+    hints, notes = typing.get_type_hints(cls), _field_comments(cls)
+    shared = shared_sections(cls)
+    owner = {f.name: name for name, base in shared.items() for f in dataclasses.fields(base)}
+    blocks = []
+    for name in [section, *shared]:
+        rows = []
+        for f in dataclasses.fields(cls):
+            if owner.get(f.name, section) != name:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = list(default) if isinstance(default, tuple) else default
+            note = f"  ({notes[f.name]})" if f.name in notes else ""
+            rows.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{note}")
+        where = "" if name == section else " (shared: set it there, not in [" + section + "])"
+        blocks.append(f"params.yaml [{name}]{where}:\n" + "\n".join(rows))
+    return "\n".join(blocks)
+
+
 def shared_sections(cls: type) -> dict[str, type]:
     """The shared params sections a stage config inherits from: {'ray': RayConfig, ...}."""
     return {name: base for name, base in SHARED_SECTIONS.items() if issubclass(cls, base)}
