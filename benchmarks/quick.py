@@ -6,7 +6,7 @@ JSON each one prints and shows its figures in one table. The quick sizes give no
 than the recorded runs (fewer steps and images); they tell whether a change moved a ratio, and
 the full command (README) measures by how much.
 
-    .venv/bin/python benchmarks/quick.py [--only synth gme_step ...] [--out results.json]
+    .venv/bin/python benchmarks/quick.py [--only synth teacher_step gme_step ...] [--out results.json]
 
 A benchmark whose inputs are missing is reported as skipped, with what it needs: FER+ under
 ../shared/data/ferplus (prepare), the main job's outputs (teacher, features, fsr: data/prepared,
@@ -37,6 +37,9 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...], tuple[str, ...]]] = {
     "features": (["bench_features.py"], MAIN_JOB[:2], ("ratio_cache_over_bare",)),
     "fsr": (["bench_fsr.py", "--params", "params.yaml", "--iterations", "30"], MAIN_JOB,
             ("plain_pytorch_it_per_s", "ray_1_over_plain", "ray_2_over_1_samples_per_s")),
+    "teacher_step": (["bench_teacher_step.py", "--steps", "3"], (),
+                     ("default_profile.two_eighs.seconds_per_step", "ferplus_profile.two_eighs.seconds_per_step",
+                      "ferplus_profile.two_eighs.eig_share", "ferplus_profile.speedup")),
     "gme_step": (["bench_gme_step.py", "--steps", "4"], (),
                  ("synthetic_test.as_built.seconds_per_step", "synthetic_test.speedup",
                   "ferplus_profile.as_built.seconds_per_step", "ferplus_profile.speedup")),
