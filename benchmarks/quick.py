@@ -103,10 +103,9 @@ def main() -> int:
         shown = ", ".join(f"{k} {v}" for k, v in row.get("figures", {}).items()) or row.get("why", "")
         print(f"{name:9s} {row['status']:8s} {row.get('seconds', ''):>7}  {shown}", flush=True)
     if args.out:
-        from components.io import atomic_file
+        from components.io import atomic_write_text
 
-        with atomic_file(Path(args.out)) as tmp:
-            Path(tmp).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.out, json.dumps(results, indent=2))
     return 1 if any(r["status"] == "failed" for r in results.values()) else 0
 
 

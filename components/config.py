@@ -11,6 +11,7 @@ repeated in a stage section, and bad values raise BadInput naming the parameter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,21 +403,34 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """{field: its trailing `# comment` in the class's source} for cls and the classes it inherits from."""
-    import inspect
+@functools.cache
+def _module_field_comments(path: str) -> dict[str, dict[str, str]]:
+    """{class name: {field: its trailing `# comment`}} of every class in a module's source (parsed once)."""
+    import ast
     import re
+
+    lines = Path(path).read_text().splitlines()
+    out: dict[str, dict[str, str]] = {}
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.ClassDef):
+            notes = out.setdefault(node.name, {})
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    found = re.search(r"#\s*(.+)$", lines[item.end_lineno - 1])
+                    if found:
+                        notes[item.target.id] = found.group(1).strip()
+    return out
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """{field: its trailing `# comment` in the source} for cls and the classes it inherits from."""
+    import sys
 
     notes: dict[str, str] = {}
     for klass in reversed(cls.__mro__[:-1]):
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        for line in lines:
-            found = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-            if found:
-                notes[found.group(1)] = found.group(2).strip()
+        source = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if source:
+            notes |= _module_field_comments(source).get(klass.__name__, {})
     return notes
 
 
