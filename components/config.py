@@ -113,6 +113,7 @@ SHARED_SECTIONS = {"ray": RayConfig, "gme_net": GMENetConfig}
 
 @dataclass(frozen=True)
 class TeacherConfig:
+    section: typing.ClassVar[str] = "teacher"  # the params.yaml section errors name
     prepared: str = "data/prepared"
     out: str = "models/teacher.pt"
     conv_channels: tuple[int, ...] = (64, 96, 128, 128, 256, 256)
@@ -137,17 +138,17 @@ class TeacherConfig:
     experiment: str = "fsrfer-teacher"
 
     def __post_init__(self) -> None:
+        sec = self.section
         if self.balance not in BALANCE_MODES:
-            raise BadInput(f"teacher.balance: {self.balance!r} is not one of {BALANCE_MODES}")
+            raise BadInput(f"{sec}.balance: {self.balance!r} is not one of {BALANCE_MODES}")
         if self.targets not in TARGETS:
-            raise BadInput(f"teacher.targets: {self.targets!r} is not one of {TARGETS}")
+            raise BadInput(f"{sec}.targets: {self.targets!r} is not one of {TARGETS}")
         if self.schedule not in SCHEDULES:
-            raise BadInput(f"teacher.schedule: {self.schedule!r} is not one of {SCHEDULES}")
+            raise BadInput(f"{sec}.schedule: {self.schedule!r} is not one of {SCHEDULES}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.erase_p <= 1 or not 0 < self.warmup < 1:
-            raise BadInput("teacher.label_smoothing must be in [0, 1), teacher.erase_p in [0, 1], "
-                           "teacher.warmup in (0, 1)")
+            raise BadInput(f"{sec}.label_smoothing must be in [0, 1), {sec}.erase_p in [0, 1], {sec}.warmup in (0, 1)")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BadInput("teacher.epochs, teacher.batch_size and teacher.lr must be positive")
+            raise BadInput(f"{sec}.epochs, {sec}.batch_size and {sec}.lr must be positive")
 
 
 @dataclass(frozen=True)
@@ -304,12 +305,55 @@ class GMETrainConfig(GMENetConfig, RayConfig):
 
 
 @dataclass(frozen=True)
+class MultiscaleCNNConfig(TeacherConfig):
+    """The `multiscale_cnn` yardstick: the teacher's network and recipe (every TeacherConfig field),
+    trained on HR and every prepared LR scale (each face at a random scale per step)."""
+
+    section: typing.ClassVar[str] = "multiscale_cnn"
+    out: str = "models/multiscale_cnn.pt"
+    experiment: str = "fsrfer-baselines"
+
+
+@dataclass(frozen=True)
+class ISRConfig:
+    """The `isr_fer` yardstick: an image super-resolution network (components/models/isr.py), one
+    for every scale, trained with L1 on the prepared (bicubic-upscaled LR, HR) pairs; the compare
+    stage feeds its output to the frozen teacher.
+
+    channels, blocks: the network's width and residual blocks; patch: side of the random crops
+    trained on (0 = the whole face); iterations, batch_size, lr: Adam with cosine decay to 0."""
+
+    prepared: str = "data/prepared"
+    out: str = "models/isr.pt"
+    channels: int = 32
+    blocks: int = 4
+    res_scale: float = 1.0  # residual scaling: EDSR-baseline's 1 (EDSR uses 0.1 only for its widest model)
+    patch: int = 0
+    iterations: int = 2000
+    batch_size: int = 16
+    lr: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    experiment: str = "fsrfer-baselines"
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "blocks", "iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"isr_fer.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.patch < 0 or self.lr <= 0 or not 0 < self.res_scale <= 1:
+            raise BadInput(f"isr_fer: patch must be >= 0 (0 = whole face), lr > 0, res_scale in (0, 1]; got "
+                           f"patch={self.patch}, lr={self.lr}, res_scale={self.res_scale}")
+
+
+@dataclass(frozen=True)
 class CompareConfig:
     prepared: str = "data/prepared"
     evaluate: str = "metrics/evaluate.json"  # the evaluate stage's table
     teacher: str = "models/teacher.pt"
     fsr: str = "models/fsr.pt"  # "" leaves FSR-FER's cost out
     gmenet: str = "models/gmenet.pt"
+    multiscale_cnn: str = "models/multiscale_cnn.pt"  # the teacher's network trained on every scale
+    isr: str = "models/isr.pt"  # image SR whose output the teacher classifies (column isr_fer)
     metrics: str = "metrics/compare.json"
     plots: str = "plots/compare"
     experiment: str = "fsrfer-evaluate"

@@ -1,15 +1,19 @@
-"""Stage `compare`: the evaluate table with GME-Net's column beside it, and the cost of each path.
+"""Stage `compare`: the evaluate table with GME-Net and the two yardsticks beside it, and the cost of each path.
 
-Reads the `evaluate` stage's table (HR = x1 and bicubic, FSR-FER) and adds "gmenet": the
-GME-Net student on the prepared faces of every split and scale (LR faces resized back to
-the input size by MATLAB bicubic, as the student was trained; x1 = the HR face), with the
-same scores (total and mean per-class accuracy).
+Reads the `evaluate` stage's table (HR = x1 and bicubic, FSR-FER) and adds, on the prepared
+faces of every split and scale (LR faces resized back to the input size by MATLAB bicubic, as
+every path was trained; x1 = the HR face), with the same scores (total and mean per-class accuracy):
+  gmenet          the GME-Net student
+  multiscale_cnn  the teacher's network trained on HR and every LR scale (stage multiscale_cnn)
+  isr_fer         image SR (stage isr_fer) then the frozen teacher; at x1 the teacher on the HR face
 
 Cost per face (components/models/cost.py: parameters, and FLOPs of convolutions and
 matmuls; the bicubic resize and the SPD eigen-decompositions are not counted):
-  bicubic  CovPoolFER extractor + classifier C on the upscaled face
-  fsrfer   extractor + G + C
-  gmenet   GME-Net
+  bicubic         CovPoolFER extractor + classifier C on the upscaled face
+  fsrfer          extractor + G + C
+  gmenet          GME-Net
+  multiscale_cnn  its CovPoolFER
+  isr_fer         SR network + extractor + C
 
 Outputs: metrics/compare.json (DVC metrics: {"table": split -> method -> scale -> scores,
 "cost": method -> {params, flops}}), plots/compare/accuracy.csv and
@@ -29,6 +33,7 @@ from components.metrics import accuracy_scores, plot_accuracy_vs_scale, write_ac
 from components.models.cost import model_cost
 from components.models.covpool import load_covpool
 from components.models.gmenet import load_gmenet
+from components.models.isr import load_isr, super_resolve
 from components.models.rrdb import load_generator
 from components.runtime import predict_proba
 from components.tracking import mlflow_run
@@ -45,11 +50,15 @@ def path_costs(cfg: CompareConfig, channels: int, size: int) -> dict[str, dict[s
         g = load_generator(cfg.fsr)
         costs["fsrfer"] = model_cost(lambda x: classifier(g(extractor(x))), shape, (extractor, g, classifier))
     costs["gmenet"] = model_cost(load_gmenet(cfg.gmenet), shape)
+    costs["multiscale_cnn"] = model_cost(load_covpool(cfg.multiscale_cnn), shape)
+    isr = load_isr(cfg.isr)
+    costs["isr_fer"] = model_cost(lambda x: classifier(extractor(isr(x))), shape, (isr, extractor, classifier))
     return costs
 
 
 def compare(cfg: CompareConfig) -> dict:
-    """Add the GME-Net column to the evaluate table, cost every path, write metrics and plots."""
+    """Add the GME-Net, multi-scale CNN and image-SR columns to the evaluate table, cost every path,
+    write metrics and plots."""
     import mlflow
 
 
@@ -57,19 +66,31 @@ def compare(cfg: CompareConfig) -> dict:
         raise BadInput(f"compare.evaluate: {cfg.evaluate}: no evaluate table; run `fsrfer evaluate`")
     table = json.loads(Path(cfg.evaluate).read_text())
     store = PreparedStore(cfg.prepared)
-    model = load_gmenet(cfg.gmenet)
-    if (model.cfg.input_size, model.cfg.in_channels) != (store.meta["hr_size"], store.meta["channels"]):
-        raise BadInput(f"{cfg.gmenet}: GME-Net takes {model.cfg.input_size}px x {model.cfg.in_channels} channels, "
-                       f"the prepared faces are {store.meta['hr_size']}px x {store.meta['channels']}")
+    gmenet, teacher = load_gmenet(cfg.gmenet), load_covpool(cfg.teacher)
+    multiscale, isr = load_covpool(cfg.multiscale_cnn), load_isr(cfg.isr)
+    shape = (store.meta["hr_size"], store.meta["channels"])
+    for name, path, got in (("gmenet", cfg.gmenet, (gmenet.cfg.input_size, gmenet.cfg.in_channels)),
+                            ("multiscale_cnn", cfg.multiscale_cnn, (None, multiscale.cfg.in_channels)),
+                            ("isr", cfg.isr, (None, isr.cfg.in_channels))):
+        if got[1] != shape[1] or got[0] not in (None, shape[0]):
+            raise BadInput(f"compare.{name}: {path} takes {got[0] or 'any'}px x {got[1]} channels, the prepared "
+                           f"faces are {shape[0]}px x {shape[1]}")
+    paths = {  # method -> (key, uint8 faces at the input size) -> class probabilities
+        "gmenet": lambda key, faces: predict_proba(gmenet, faces, batch_size=256),
+        "multiscale_cnn": lambda key, faces: predict_proba(multiscale, faces, batch_size=256),
+        "isr_fer": lambda key, faces: predict_proba(teacher, faces if key == "x1" else super_resolve(isr, faces),
+                                                    batch_size=256),
+    }
     rows = []
     for split, methods in table.items():
         keys = list(next(iter(methods.values())))
         data = ScaledFaces(cfg.prepared, split, keys)
-        methods["gmenet"] = {}
-        for key in keys:
-            scores = accuracy_scores(data.labels, predict_proba(model, data.faces[key], batch_size=256), len(store.classes))
-            scores.pop("confusion")
-            methods["gmenet"][key] = scores
+        for method, probs_of in paths.items():
+            methods[method] = {}
+            for key in keys:
+                scores = accuracy_scores(data.labels, probs_of(key, data.faces[key]), len(store.classes))
+                scores.pop("confusion")
+                methods[method][key] = scores
         rows += [{"split": split, "method": m, "scale": k, **s} for m, scales in methods.items()
                  for k, s in scales.items()]
     costs = path_costs(cfg, store.meta["channels"], store.meta["hr_size"])

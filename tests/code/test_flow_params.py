@@ -91,7 +91,9 @@ def test_stage_order_comes_from_dvc_yaml():
     assert stages_for(REPO, "features") == ["prepare", "teacher", "features"]
     gme = stages_for(REPO, "register_gmenet")  # GME-Net's column sits in the table beside FSR-FER's
     assert set(gme) == {"prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "gme_teacher", "gme_train",
-                        "compare", "register_gmenet"}
+                        "multiscale_cnn", "isr_fer", "compare", "register_gmenet"}  # the yardsticks' columns too
+    assert gme.index("prepare") < min(gme.index("multiscale_cnn"), gme.index("isr_fer"))
+    assert max(gme.index("multiscale_cnn"), gme.index("isr_fer")) < gme.index("compare")
     assert gme.index("gme_teacher") < gme.index("gme_train") < gme.index("compare") < gme.index("register_gmenet")
     assert gme.index("evaluate") < gme.index("compare") and "register" not in gme
     with pytest.raises(ValueError, match="no stage 'nope'"):

@@ -79,8 +79,10 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
 def tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["prepare"].update(hr_size=48, scales=[2, 4, 8])
-    params["teacher"].update(conv_channels=[8, 12, 16, 16, 24, 24], bimap_dim=8, fc_dims=[32, 16], epochs=2,
-                             augment=False)
+    for section in ("teacher", "multiscale_cnn"):
+        params[section].update(conv_channels=[8, 12, 16, 16, 24, 24], bimap_dim=8, fc_dims=[32, 16], epochs=2,
+                               augment=False)
+    params["isr_fer"].update(channels=4, blocks=1, patch=16, iterations=6, batch_size=4)
     params["train_fsr"].update(channels=4, growth=4, blocks=1, d_base_channels=4, iterations=6, checkpoint_every=3,
                                eval_every=3, batch_size=4)
     params["ray"].update(cpus_per_worker=0.5)

@@ -19,8 +19,10 @@ from torch.nn import functional as F
 from components.config import GMETrainConfig
 from components.data.store import PreparedStore, ScaledFaces
 from components.io import BadInput
+from components.models.covpool import load_covpool
 from components.models.gmenet import GMENet, load_gmenet
-from components.runtime import images_to_tensor
+from components.models.isr import load_isr, super_resolve
+from components.runtime import images_to_tensor, predict_proba
 from components.stages.gme_teacher import train_gme_teacher
 from components.stages.gme_train import train_gmenet
 from components.training.gme import accuracy_per_scale
@@ -176,7 +178,8 @@ def test_a_teacher_of_another_design_is_refused(gme_runs, tiny_run, tmp_path):
         train_gmenet(replace(cfg, fusion_dim=64, out=str(tmp_path / "x.pt")))
 
 
-def test_compare_adds_the_gmenet_column_and_the_cost_of_each_path(gme_runs, tiny_run, tmp_path):
+def test_compare_adds_the_gmenet_and_yardstick_columns_and_the_cost_of_each_path(gme_runs, yardsticks, tiny_run,
+                                                                                     tmp_path):
     import json
 
     from components.config import CompareConfig
@@ -188,6 +191,7 @@ def test_compare_adds_the_gmenet_column_and_the_cost_of_each_path(gme_runs, tiny
     try:
         result = compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
                                        teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
+                                       multiscale_cnn=str(yardsticks.multiscale_cnn), isr=str(yardsticks.isr),
                                        metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
     finally:
         mp.undo()
@@ -196,21 +200,35 @@ def test_compare_adds_the_gmenet_column_and_the_cost_of_each_path(gme_runs, tiny
     assert written == json.loads(json.dumps(result))
     for split in ("valid", "test"):
         methods = written["table"][split]
-        assert set(methods) == {"bicubic", "gmenet"} and methods["bicubic"] == evaluated[split]["bicubic"]
-        assert list(methods["gmenet"]) == ["x1", "x2", "x4", "x8"]
+        assert set(methods) == {"bicubic", "gmenet", "multiscale_cnn", "isr_fer"}
+        assert methods["bicubic"] == evaluated[split]["bicubic"]
+        for method in ("gmenet", "multiscale_cnn", "isr_fer"):
+            assert list(methods[method]) == ["x1", "x2", "x4", "x8"]
         # the column is the student's accuracy on the prepared faces of that scale
-        direct = accuracy_per_scale(load_gmenet(root / "gmenet.pt"), ScaledFaces(cfg.prepared, split, ["x8"]),
-                                    torch.device("cpu"))["x8"]
+        data = ScaledFaces(cfg.prepared, split, ["x1", "x8"])
+        direct = accuracy_per_scale(load_gmenet(root / "gmenet.pt"), data, torch.device("cpu"))["x8"]
         assert methods["gmenet"]["x8"]["accuracy"] == pytest.approx(direct)
+        # the multi-scale CNN on the upscaled faces; image SR then the teacher (at x1 the teacher on HR: bicubic's x1)
+        multiscale, teacher = load_covpool(yardsticks.multiscale_cnn), load_covpool(tiny_run.teacher)
+        hits = predict_proba(multiscale, data.faces["x8"]).argmax(1) == data.labels
+        assert methods["multiscale_cnn"]["x8"]["accuracy"] == pytest.approx(hits.mean())
+        sr = super_resolve(load_isr(yardsticks.isr), data.faces["x8"])
+        assert methods["isr_fer"]["x8"]["accuracy"] == pytest.approx((predict_proba(teacher, sr).argmax(1)
+                                                                      == data.labels).mean())
+        assert methods["isr_fer"]["x1"]["accuracy"] == pytest.approx(methods["bicubic"]["x1"]["accuracy"], abs=0.02)
     cost = written["cost"]
-    assert set(cost) == {"bicubic", "gmenet"}
+    assert set(cost) == {"bicubic", "gmenet", "multiscale_cnn", "isr_fer"}
     assert cost["gmenet"]["params"] == sum(p.numel() for p in load_gmenet(root / "gmenet.pt").parameters())
+    isr_params = sum(p.numel() for p in load_isr(yardsticks.isr).parameters())
+    assert cost["isr_fer"]["params"] == cost["bicubic"]["params"] + isr_params
+    assert cost["isr_fer"]["flops"] > cost["bicubic"]["flops"]
     assert all(c["flops"] > 0 and c["params"] > 0 for c in cost.values())
     assert (tmp_path / "plots" / "accuracy_vs_scale.png").stat().st_size > 0
-    assert "gmenet" in (tmp_path / "plots" / "accuracy.csv").read_text()
+    assert {"gmenet", "multiscale_cnn", "isr_fer"} <= {line.split(",")[1] for line in
+                                                       (tmp_path / "plots" / "accuracy.csv").read_text().splitlines()}
 
 
-def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tiny_run, tmp_path):
+def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, yardsticks, tiny_run, tmp_path):
     import cv2
     import pandas as pd
 
@@ -226,6 +244,7 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, tin
     try:
         compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
                               teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
+                              multiscale_cnn=str(yardsticks.multiscale_cnn), isr=str(yardsticks.isr),
                               metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
         cfg = RegisterGMEConfig(prepared=str(tiny_run.prepared), gmenet=str(root / "gmenet.pt"),
                                 metrics=str(tmp_path / "compare.json"), out=str(tmp_path / "gmenet.json"),

@@ -10,7 +10,8 @@ import torch
 from components.config import TeacherConfig
 from components.data.store import PreparedStore, SplitArrays, write_store
 from components.io import BadInput
-from components.stages.teacher import random_erase, train_teacher
+from components.stages.teacher import train_teacher
+from components.training.classifier import random_erase
 from tests.conftest import TINY_TEACHER
 
 
