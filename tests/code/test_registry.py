@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from components.config import PromotionRule
-from components.registry import decide_promotion, scale_metrics
+from components.registry import VALID_DATA_TAG, decide_promotion, scale_metrics
 
 RULE = PromotionRule(min_gain=0.0, tolerance=0.02)
+SYNTHETIC = {"data.dataset": "rafdb", VALID_DATA_TAG: "a1" * 32}
+FERPLUS = {"data.dataset": "ferplus", VALID_DATA_TAG: "f2" * 32}
 
 
-def tags(**acc: float) -> dict[str, str]:
+def tags(data: dict[str, str] = SYNTHETIC, **acc: float) -> dict[str, str]:
+    """A version's tags: validation accuracy per scale, validated on `data` (default: one synthetic split)."""
     out = {f"valid_acc_{k}": f"{v:.6f}" for k, v in acc.items()}
     out["scales"] = ",".join(acc)
-    return out
+    return out | data
 
 
 def test_first_version_with_complete_metrics_is_promoted():
@@ -56,3 +59,24 @@ def test_comparison_uses_the_scales_both_versions_report():
 def test_scale_metrics_ignores_mean_and_other_tags():
     got = scale_metrics({"valid_acc_x2": "0.5", "valid_acc_mean": "0.4", "test_acc_x2": "0.9", "param.k": "2"})
     assert got == {"x2": 0.5}
+
+
+def test_a_version_validated_on_other_data_is_never_compared_with_the_champion():
+    champion = tags(x2=0.50, x4=0.40, x8=0.20)  # synthetic default
+    ferplus = tags(FERPLUS, x2=0.75, x4=0.60, x8=0.45)  # far "better", but on other faces
+    promoted, reason = decide_promotion(ferplus, champion, RULE)
+    assert not promoted and "other data" in reason and "ferplus" in reason and "rafdb" in reason
+    worse_ferplus = tags(FERPLUS, x2=0.30, x4=0.20, x8=0.10)  # nor is a worse one judged against it
+    assert "other data" in decide_promotion(worse_ferplus, champion, RULE)[1]
+    # a champion registered before versions recorded their validation data is not comparable either
+    legacy = {k: v for k, v in champion.items() if k != VALID_DATA_TAG}
+    assert "unrecorded" in decide_promotion(tags(x2=0.9, x4=0.9, x8=0.9), legacy, RULE)[1]
+    # the first version of a dataset (its own registered model) needs no champion to compare with
+    assert decide_promotion(ferplus, None, RULE)[0]
+
+
+def test_same_data_better_is_promoted_and_worse_is_not():
+    champion = tags(FERPLUS, x2=0.70, x4=0.55, x8=0.40)
+    assert decide_promotion(tags(FERPLUS, x2=0.71, x4=0.57, x8=0.42), champion, RULE)[0]
+    promoted, reason = decide_promotion(tags(FERPLUS, x2=0.69, x4=0.54, x8=0.40), champion, RULE)
+    assert not promoted and "does not beat it" in reason

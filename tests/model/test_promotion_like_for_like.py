@@ -1,0 +1,56 @@
+"""Model tier, a real sqlite registry: a registered version records what it was trained and validated
+on, and the gate never compares versions validated on different faces (components/registry.py)."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pytest
+
+from components.config import PromoteConfig
+from components.data.store import PreparedStore
+from components.registry import VALID_DATA_TAG, promote
+
+
+@pytest.fixture
+def registry_copy(registered_fsrfer, tmp_path):
+    """A copy of the registered tiny run's registry (fsrfer v1 @champion), to change freely."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(registered_fsrfer.root / "mlflow.db", db)
+    uri = f"sqlite:///{db}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    yield mlflow.MlflowClient(uri)
+    mp.undo()
+
+
+def challenger_like(client, champion, **changes: str) -> str:
+    """A new version of fsrfer with the champion's model and tags, some changed, as alias challenger."""
+    version = client.create_model_version("fsrfer", champion.source, run_id=champion.run_id,
+                                          tags=dict(champion.tags) | changes)
+    client.set_registered_model_alias("fsrfer", "challenger", version.version)
+    return version.version
+
+
+def test_a_version_records_the_data_it_was_trained_and_validated_on(registry_copy, tiny_run):
+    tags = registry_copy.get_model_version_by_alias("fsrfer", "champion").tags
+    store = PreparedStore(tiny_run.prepared)
+    assert tags[VALID_DATA_TAG] == store.split_sha256("valid")
+    assert tags["data.train_sha256"] == store.split_sha256("train") != tags[VALID_DATA_TAG]
+    assert (tags["data.dataset"], tags["data.hr_size"], tags["data.channels"]) == ("rafdb", "64", "3")
+    assert tags["data.classes"].split(",") == store.classes
+
+
+def test_better_numbers_on_other_faces_do_not_take_the_champion(registry_copy):
+    champion = registry_copy.get_model_version_by_alias("fsrfer", "champion")
+    better = {k: "0.999" for k in champion.tags if k.startswith("valid_acc_")}
+    other = challenger_like(registry_copy, champion, **better, **{"data.dataset": "ferplus", VALID_DATA_TAG: "0" * 64})
+    decision = promote(PromoteConfig(model_name="fsrfer"))
+    assert not decision["promoted"] and "other data" in decision["reason"], decision
+    assert registry_copy.get_model_version_by_alias("fsrfer", "champion").version == champion.version
+    assert registry_copy.get_model_version("fsrfer", other).tags["promotion_decision"] == "rejected"
+    # the same numbers on the champion's own validation faces do take it
+    same = challenger_like(registry_copy, champion, **better)
+    assert promote(PromoteConfig(model_name="fsrfer"))["promoted"]
+    assert registry_copy.get_model_version_by_alias("fsrfer", "champion").version == same
