@@ -16,6 +16,9 @@ if ! curl -fs "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   wait_healthy "$PREFECT_API_URL/health" "prefect server" "$PREFECT_HOME/logs/server.log"
 fi
 prefect work-pool inspect local-pool >/dev/null 2>&1 || prefect work-pool create local-pool --type process >/dev/null
+# One flow run at a time: every run rewrites this checkout's params.yaml and runs `dvc repro` in it,
+# so runs submitted together queue (Scheduled -> Late) instead of mixing each other's params.
+prefect work-pool set-concurrency-limit local-pool 1 >/dev/null
 prefect --no-prompt deploy --all >"$PREFECT_HOME/logs/deploy.log" 2>&1 || { cat "$PREFECT_HOME/logs/deploy.log"; exit 1; }
 if [ ! -f "$PREFECT_HOME/worker.pid" ] || ! kill -0 "$(cat "$PREFECT_HOME/worker.pid")" 2>/dev/null; then
   nohup prefect worker start --pool local-pool >"$PREFECT_HOME/logs/worker.log" 2>&1 &

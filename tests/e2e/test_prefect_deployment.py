@@ -79,6 +79,29 @@ def test_deployment_run_completes_through_the_server(served_project):
         accuracy[0].data
 
 
+def test_two_runs_submitted_together_queue_and_register_their_own_params(served_project):
+    """The work pool runs one flow run at a time (scripts/prefect_up.sh): both runs complete, one
+    after the other, and each registered version's params are the ones its run was given."""
+    root, env, _ = served_project
+    ids = {}
+    for sigma in (1.6, 1.8):
+        out = run(["prefect", "deployment", "run", "train-fsrfer/default", "-p", "profile=null", "-p", "num_workers=1",
+                   "-p", "promote=false", "-p", f'overrides={{"train_fsr.sigma": {sigma}}}'], root, env, timeout=120)
+        ids[sigma] = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+    runs = {sigma: read_flow_run(i, api_url=env["PREFECT_API_URL"], timeout=900)[0] for sigma, i in ids.items()}
+    for sigma, flow_run in runs.items():
+        assert flow_run.state_type.value == "COMPLETED", (sigma, flow_run.state)
+    first, second = sorted(runs.values(), key=lambda r: r.start_time)
+    assert first.end_time <= second.start_time, [(r.name, r.start_time, r.end_time) for r in (first, second)]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    versions = {v.version: v for v in client.search_model_versions("name='fsrfer'")}
+    by_sigma = {client.get_model_version("fsrfer", v).tags["param.sigma"]: int(v) for v in versions}
+    assert set(by_sigma) >= {"1.6", "1.8"}, by_sigma
+    # versions in the order the runs ran, each tagged with its own run's sigma
+    order = [s for s, r in sorted(runs.items(), key=lambda kv: kv[1].start_time)]
+    assert by_sigma[str(order[0])] < by_sigma[str(order[1])], by_sigma
+
+
 def test_registered_model_is_read_back_through_the_mlflow_server(served_project, tmp_path):
     root, env, _ = served_project
     uri = env["MLFLOW_TRACKING_URI"]
