@@ -143,6 +143,15 @@ def promote(cfg: PromoteConfig) -> dict:
             "champion": int(candidate.version) if promoted else (int(champion.version) if champion else None)}
 
 
+def tag_version(model_name: str, version: int | str, tags: dict[str, str]) -> None:
+    """Set tags on a registered version (e.g. the flow run's kept state: run_ref, run_commit)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
+
+
 def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
     """Version tags from the evaluate table: valid_acc_<scale> (LR scales), their mean, test_acc_*, bicubic_*."""
     if "valid" not in table or method not in table["valid"]:

@@ -147,6 +147,54 @@ def dvc_stage(project: Path, stage: str) -> str:
     return "ran" if ran else "skipped"
 
 
+RUN_REFS = "refs/fsrfer-runs"  # one git ref per flow run: its whole checkout as it ran
+
+
+def snapshot_checkout(project: Path, ref: str, message: str) -> str:
+    """Commit the checkout's working tree as it is (code, params.yaml, dvc.lock; every file git
+    does not ignore) under `ref`, beside the branch: the branch, the index and the files are
+    untouched. Returns the commit's sha. Restoring it: `git worktree add <dir> <sha>`."""
+    env = project_env()
+    for key, value in (("GIT_AUTHOR_NAME", "fsrfer"), ("GIT_AUTHOR_EMAIL", "fsrfer@localhost")):
+        env.setdefault(key, value)
+        env.setdefault(key.replace("AUTHOR", "COMMITTER"), value)
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=project, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args)} failed in {project}: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env["GIT_INDEX_FILE"] = str(Path(tmp) / "index")  # a private index: the user's stays as it is
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=project, env=env,
+                              capture_output=True, text=True).stdout.strip()
+        if head:
+            git("read-tree", head)
+        git("add", "-A")
+        tree = git("write-tree")
+        commit = git("commit-tree", tree, *(("-p", head) if head else ()), "-m", message)
+    git("update-ref", ref, commit)
+    return commit
+
+
+@task(name="keep-run")
+def keep_run_state(project: Path, record: dict) -> dict[str, str]:
+    """Keep this flow run's checkout (params.yaml + dvc.lock + code) under a git ref named after
+    the flow run, and tag the registered version with it (`run_ref`, `run_commit`)."""
+    from prefect.runtime import flow_run
+
+    from components.registry import tag_version
+
+    ref = f"{RUN_REFS}/{flow_run.get_name() or 'run'}-{str(flow_run.get_id() or '')[:8]}".rstrip("-")
+    commit = snapshot_checkout(project, ref, f"{record['model_name']} v{record['version']}: flow run "
+                                              f"{flow_run.get_name()} ({flow_run.get_id()})")
+    tags = {"run_ref": ref, "run_commit": commit}
+    tag_version(record["model_name"], record["version"], tags)
+    get_run_logger().info("run state kept as %s (%s); restore: git worktree add <dir> %s", ref, commit[:12], commit)
+    return tags
+
+
 @task(name="promote")
 def promote_task(project: Path, model_name: str) -> dict:
     """`fsrfer promote --model <name>`: the gated promotion (components/registry.py, params.yaml: promote)."""
@@ -213,6 +261,8 @@ def run_pipeline(project: Path, updates: dict[str, Any], target: str, register_s
     params = yaml.safe_load((project / "params.yaml").read_text())
     record_path = params[register_section]["out"]
     record = json.loads((project / record_path).read_text())
+    kept = keep_run_state(project, record)
     decision = promote_task(project, record["model_name"]) if promote else None
     publish_report(project, record_path, params[metrics_section]["metrics"], results, decision, artifact_key)
-    return {"params_changed": changed, "stages": results, "registered": record, "promotion": decision}
+    return {"params_changed": changed, "stages": results, "registered": record, "run_state": kept,
+            "promotion": decision}

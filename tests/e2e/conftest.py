@@ -94,7 +94,7 @@ def tiny_params() -> dict:
 
 def make_project(root: Path, train_per_class: int = 12, test_per_class: int = 4) -> dict:
     """A git + DVC scratch project under `root` with tiny params and the synthetic data; returns its env."""
-    for name in ("dvc.yaml", ".dvcignore", "prefect.yaml"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "prefect.yaml"):
         shutil.copy(REPO / name, root / name)
     for folder in ("components", "flows", "profiles"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))

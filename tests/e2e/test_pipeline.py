@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import cv2
 import mlflow
@@ -146,7 +147,8 @@ def first_run(flow_project):
         prepare_states = [s.name for s in client.read_task_run_states(task_runs["dvc-prepare"].id)]
     return {"result": state.result(), "aliases": aliases(env["MLFLOW_TRACKING_URI"], "fsrfer"),
             "artifact": read_artifact("fsrfer-accuracy"), "killed": killer.killed, "flow_run": flow_run,
-            "task_runs": task_runs, "prepare_states": prepare_states}
+            "task_runs": task_runs, "prepare_states": prepare_states,
+            "params": (root / "params.yaml").read_text(), "dvc_lock": (root / "dvc.lock").read_text()}
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +259,34 @@ def test_a_killed_stage_is_retried_and_nothing_else_runs_twice(first_run):
 
 def test_champion_predicts_on_faces_of_any_size(flow_project, first_run):
     assert_predicts_on_faces_of_any_size(f"models:/fsrfer/{first_run['aliases']['champion']}")
+
+
+def test_a_run_is_kept_by_name_and_restores_to_the_same_hashes(flow_project, first_run, tmp_path):
+    """The version names the flow run's kept checkout (a git ref beside the branch); a new worktree of
+    it reproduces, with `dvc repro`, every output of that run byte for byte (the registry record
+    names a new MLflow version, by design)."""
+    root, env = flow_project
+    tags = version_tags(env["MLFLOW_TRACKING_URI"], "fsrfer", 1)
+    commit, ref = tags["run_commit"], tags["run_ref"]
+    assert first_run["result"]["run_state"] == {"run_ref": ref, "run_commit": commit}
+    assert ref.startswith("refs/fsrfer-runs/") and run(["git", "rev-parse", ref], root, env).strip() == commit
+    assert run(["git", "show", f"{commit}:params.yaml"], root, env) == first_run["params"]
+    assert run(["git", "show", f"{commit}:dvc.lock"], root, env) == first_run["dvc_lock"]
+    # beside the branch: the branch still has no commit, the index holds only what `dvc init` staged
+    assert subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, env=env).returncode != 0
+    staged = run(["git", "diff", "--cached", "--name-only"], root, env).split()
+    assert set(staged) <= {".dvc/.gitignore", ".dvc/config", ".dvcignore"}, staged
+    restored = tmp_path / "restored"
+    run(["git", "worktree", "add", "-q", "--detach", str(restored), commit], root, env)
+    repro_env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    run(["dvc", "repro", "register"], restored, repro_env, timeout=900)
+    kept, again = (yaml.safe_load(text)["stages"] for text in (first_run["dvc_lock"],
+                                                               (restored / "dvc.lock").read_text()))
+    assert set(again) == set(kept) == set(FSR_STAGES)
+    for stage in FSR_STAGES:
+        if stage != "register":
+            outs = [{k: o[k] for k in ("path", "md5")} for o in kept[stage].get("outs", [])]
+            assert outs == [{k: o[k] for k in ("path", "md5")} for o in again[stage].get("outs", [])], stage
 
 
 def test_flow_publishes_the_accuracy_table_artifact(flow_project, first_run):
