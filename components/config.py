@@ -307,10 +307,12 @@ class GMETrainConfig(GMENetConfig, RayConfig):
 @dataclass(frozen=True)
 class MultiscaleCNNConfig(TeacherConfig):
     """The `multiscale_cnn` yardstick: the teacher's network and recipe (every TeacherConfig field),
-    trained on HR and every prepared LR scale (each face at a random scale per step)."""
+    trained on HR and every prepared LR scale (each face at a random scale per step), from scratch
+    or, with `init`, from the teacher's weights (what a practitioner with an HR model does first)."""
 
     section: typing.ClassVar[str] = "multiscale_cnn"
     out: str = "models/multiscale_cnn.pt"
+    init: str = ""  # a CovPoolFER file of the same design to start from (the teacher: fine-tuning); "" = from scratch
     experiment: str = "fsrfer-baselines"
 
 

@@ -68,7 +68,7 @@ def random_erase(images: np.ndarray, p: float, rng: np.random.Generator) -> np.n
 
 
 def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name: str,
-                             progress: bool = True) -> dict:
+                             progress: bool = True, init: str = "") -> dict:
     """Train CovPoolFER on the training faces at `keys` ("x1" = HR, "x<s>" = LR upscaled back),
     select the epoch on mean valid accuracy over `keys`, save the model to cfg.out.
 
@@ -96,7 +96,19 @@ def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name
                else labels)
     model_cfg = CovPoolConfig(in_channels=hr.shape[3], conv_channels=cfg.conv_channels, pool_after=cfg.pool_after,
                               bimap_dim=cfg.bimap_dim, fc_dims=cfg.fc_dims, num_classes=num_classes, dropout=cfg.dropout)
-    model = CovPoolFER(model_cfg).to(device)
+    model = CovPoolFER(model_cfg)
+    if init:
+        if not Path(init).is_file():
+            raise BadInput(f"{run_name}.init: {init} does not exist")
+        start = torch.load(init, map_location="cpu", weights_only=True)
+        def plain(config: dict) -> dict:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+        if plain(start["config"]) != plain(asdict(model_cfg)):
+            raise BadInput(f"{run_name}.init: {init} is another design than {run_name}'s params "
+                           f"({start['config']} vs {asdict(model_cfg)})")
+        model.load_state_dict(start["state_dict"])
+    model = model.to(device)
     weights = class_weights(labels, num_classes, cfg.balance_power)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device)
                                   if cfg.balance == "weighted_loss" else None, label_smoothing=cfg.label_smoothing)
