@@ -21,8 +21,13 @@ def registry_copy(registered_fsrfer, tmp_path):
     uri = f"sqlite:///{db}"
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    yield mlflow.MlflowClient(uri)
-    mp.undo()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # a version's source (models:/m-<id>) resolves in the global store: this one
+    try:
+        yield mlflow.MlflowClient(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mp.undo()
 
 
 def challenger_like(client, champion, **changes: str) -> str:
