@@ -4,7 +4,9 @@ data/features and models/teacher.pt come from `dvc repro features` with profiles
 and optionally a tune result (benchmarks/ferplus_tune.py) whose best sigma, r, k, p replace
 the defaults.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout [tuned.json]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_fsr.py 3000 /path/to/ferplus/checkout [tuned.json] [key=value ...]
+
+key=value arguments replace config values, e.g. `loss_norm=sum w_gan=1 w_percep=1 w_feat=1` (eq. 9-10 as printed).
 """
 import json
 import sys
@@ -26,17 +28,20 @@ from components.stages.train_fsr import train_fsr
 from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale
 
 its, root = int(sys.argv[1]), sys.argv[2]
-tuned = json.loads(Path(sys.argv[3]).read_text())["best"] if len(sys.argv) > 3 else {}
+extra = [a for a in sys.argv[3:] if "=" not in a]  # key=value arguments override the config below (e.g. loss_norm=sum)
+tuned = json.loads(Path(extra[0]).read_text())["best"] if extra else {}
+overrides = {k: (v if k == "loss_norm" else float(v)) for k, v in (a.split("=", 1) for a in sys.argv[3:] if "=" in a)}
 cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", channels=8, growth=8, blocks=1,
-                dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
+                dense_residual=True, loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
                 milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3,
                 **tuned)
+cfg = replace(cfg, **overrides)
 t = time.time()
 train_fsr(replace(cfg, out=f"{root}/models/fsr_bench.pt"), runner="local")  # the stage, in this process
 teacher = load_covpool(cfg.teacher)
 g = load_generator(f"{root}/models/fsr_bench.pt")
 cache = FeatureCache(cfg.features)
-shown = ("channels", "growth", "blocks", "dense_residual", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
+shown = ("channels", "growth", "blocks", "dense_residual", "loss_norm", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
          "sigma", "r", "k", "p")
 out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in shown}}
 for split in cache.splits:
@@ -50,4 +55,5 @@ for split in cache.splits:
     out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
 print(json.dumps(out, indent=1))
 Path("benchmarks/.cache").mkdir(parents=True, exist_ok=True)
-Path(f"benchmarks/.cache/ferplus_fsr{'_tuned' if tuned else ''}.json").write_text(json.dumps(out, indent=1))
+name = f"ferplus_fsr{'_tuned' if tuned else ''}{'_' + '_'.join(sys.argv[3:]) if overrides else ''}"
+Path(f"benchmarks/.cache/{name}.json").write_text(json.dumps(out, indent=1))

@@ -29,7 +29,7 @@ from components.stages.tune import tune_fsr
 root, trials, iterations, report_every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 base = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", out=str(cache / "fsr_tune.pt"),
                  storage=str(cache / "ray_ferplus_tune"), channels=8, growth=8, blocks=1, dense_residual=True,
-                 w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, milestones=(2000,), batch_size=32)
+                 loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, milestones=(2000,), batch_size=32)
 cfg = FSRTuneConfig(enabled=True, out=str(cache / "ferplus_tune.json"), num_samples=trials, iterations=iterations,
                     report_every=report_every, grace_period=2, reduction_factor=2, num_workers=1, cpus_per_worker=1.0,
                     driver_cpus=0.5)

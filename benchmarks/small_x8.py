@@ -67,7 +67,7 @@ def fsr(root: Path, seed: int, iterations: int) -> dict:
     from components.stages.train_fsr import train_fsr
 
     cfg = FSRConfig(features=str(root / "features"), teacher=str(root / "teacher.pt"), out=str(root / f"fsr{seed}.pt"),
-                    channels=8, growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01,
+                    channels=8, growth=8, blocks=1, dense_residual=True, loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01,
                     lr=1e-3, iterations=iterations, milestones=(iterations * 2 // 3,), batch_size=16, seed=seed,
                     checkpoint_every=iterations, eval_every=iterations)
     train_fsr(cfg, runner="local")  # the stage, in this process

@@ -217,6 +217,7 @@ class FSRConfig(RayConfig):
     dense_residual: bool = False  # not in the paper: a dense residual over the matrix (components/models/rrdb.py)
     d_base_channels: int = 8
     # losses (paper eq. 10 weights 1/1/1; reference code 1/10/0.01)
+    loss_norm: str = "sum"  # sum: eq. 9's squared L2 norms over dims; mean: averaged (weights x 1/128, 1/d^2)
     w_gan: float = 1.0
     w_percep: float = 1.0
     w_feat: float = 1.0
@@ -244,6 +245,8 @@ class FSRConfig(RayConfig):
             raise BadInput(f"fsr.sigma: must be > 1 so that w = (sigma - p)^r stays positive, got {self.sigma}")
         if self.k <= 0 or self.p <= 0:
             raise BadInput(f"fsr.k and fsr.p must be positive, got k={self.k}, p={self.p}")
+        if self.loss_norm not in ("mean", "sum"):
+            raise BadInput(f"train_fsr.loss_norm: must be 'mean' or 'sum', got {self.loss_norm!r}")
         RayConfig.__post_init__(self)
         if self.iterations < 1 or self.batch_size < 2:
             raise BadInput("fsr.iterations and fsr.batch_size (>= 2) must be positive")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,8 @@ def log_step_metrics(client, run_id: str, metrics: dict, step: int) -> None:
     """Rank 0's per-iteration metrics to its MLflow run (the iteration itself is the step)."""
     import mlflow
 
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, step)
+    now_ms = int(time.time() * 1000)  # when it was logged (0 would show as 1970 in the UI)
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms, step)
                                       for k, v in metrics.items() if k != "iteration"])
 
 

@@ -36,14 +36,25 @@ def discriminator_losses(d_real: torch.Tensor, d_fake: torch.Tensor, penalty: to
 
 
 
-def perceptual_loss(embed_sr: torch.Tensor, embed_hr: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||C(F_sr) - C(F_hr)||^2 in the classifier's 128-d space, mean over dims, (B,)."""
-    return (embed_sr - embed_hr).pow(2).mean(dim=1)
+LOSS_NORMS = ("mean", "sum")
 
 
-def feature_l2_loss(f_sr: torch.Tensor, f_hr: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||F_sr - F_hr||^2, mean over the matrix entries, (B,)."""
-    return (f_sr - f_hr).pow(2).flatten(1).mean(dim=1)
+def _reduce(squared: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample sum ("sum": the squared L2 norm of eq. 9) or mean ("mean": the reference code's) over dims."""
+    if norm not in LOSS_NORMS:
+        raise ValueError(f"loss norm must be one of {LOSS_NORMS}, got {norm!r}")
+    flat = squared.flatten(1)
+    return flat.sum(dim=1) if norm == "sum" else flat.mean(dim=1)
+
+
+def perceptual_loss(embed_sr: torch.Tensor, embed_hr: torch.Tensor, norm: str = "mean") -> torch.Tensor:
+    """Per-sample ||C(F_sr) - C(F_hr)||^2 in the classifier's 128-d space (mean or sum over dims), (B,)."""
+    return _reduce((embed_sr - embed_hr).pow(2), norm)
+
+
+def feature_l2_loss(f_sr: torch.Tensor, f_hr: torch.Tensor, norm: str = "mean") -> torch.Tensor:
+    """Per-sample ||F_sr - F_hr||^2 over the matrix entries (mean or sum), (B,)."""
+    return _reduce((f_sr - f_hr).pow(2), norm)
 
 
 def classification_weights(logits_sr: torch.Tensor, labels: torch.Tensor, sigma: float, r: float,

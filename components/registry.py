@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -115,12 +117,62 @@ def _alias_version(client, name: str, alias: str):
         return None
 
 
+LOCK_SUFFIX = ".promotion-lock"
+
+
+@contextmanager
+def promotion_lock(client, name: str, wait_s: float = 600.0, stale_s: float = 900.0):
+    """Promotions of `name` one at a time, whatever process or machine runs them: the lock is a
+    registered model `<name>.promotion-lock`, which the store creates for one caller only
+    (registered model names are unique: sqlite or an MLflow server alike) and the holder deletes.
+    A lock older than `stale_s` (its holder died) is broken; waiting longer than `wait_s` fails."""
+    from mlflow.exceptions import MlflowException
+
+    lock, deadline = f"{name}{LOCK_SUFFIX}", time.time() + wait_s
+    while True:
+        try:
+            client.create_registered_model(lock, description=f"held while a promotion of {name!r} decides")
+            break
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held_s = time.time() - client.get_registered_model(lock).creation_timestamp / 1000
+        except MlflowException:  # released meanwhile
+            continue
+        if held_s > stale_s:
+            _delete_lock(client, lock)
+        elif time.time() > deadline:
+            raise RuntimeError(f"promotion of {name!r}: {lock!r} held for {held_s:.0f} s by another promotion; "
+                               f"if none is running, delete that registered model")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _delete_lock(client, lock)
+
+
+def _delete_lock(client, lock: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(lock)
+    except MlflowException:  # already gone (broken as stale by another)
+        pass
+
+
 def promote(cfg: PromoteConfig) -> dict:
-    """Apply the rule to a version of `cfg.model_name` (default: the challenger); tag the decision."""
+    """Apply the rule to a version of `cfg.model_name` (default: the challenger); tag the decision.
+    Under `promotion_lock`: two promotions at once are decided one after the other, each against
+    the champion the one before left."""
     import mlflow
 
-
     client = mlflow.MlflowClient(tracking_uri())
+    with promotion_lock(client, cfg.model_name):
+        return _promote(client, cfg)
+
+
+def _promote(client, cfg: PromoteConfig) -> dict:
     if cfg.version:
         candidate = client.get_model_version(cfg.model_name, cfg.version)
     else:

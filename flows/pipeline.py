@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from components.io import atomic_file
 from components.metrics import format_table
 
+DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
+             "Use `dvc push` to send your updates")  # DVC's per-stage advice: noise in a flow's log
 BAD_INPUT_EXIT = 2  # `fsrfer` exits 2 on bad input (components/cli.py): retrying cannot help
 
 
@@ -39,6 +42,17 @@ def _transient(task_, task_run, state) -> bool:
     failed on bad input (exit 2) or in DVC itself (a retry would only repeat those)."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, StageFailed) and error.command_failed and error.returncode != BAD_INPUT_EXIT
+
+
+def run_name() -> str:
+    """A flow run's name: flow, deployment (or `local`), profile and start time, e.g.
+    `train-fsrfer-ferplus-ferplus-20261205-142501` (Prefect's default is two random words)."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import deployment, flow_run
+
+    profile = (flow_run.parameters or {}).get("profile") or "params"
+    return f"{flow_run.flow_name}-{deployment.name or 'local'}-{profile}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 def project_root(project_dir: str | None) -> Path:
@@ -127,7 +141,8 @@ def apply_params(project: Path, updates: dict[str, Any]) -> dict[str, Any]:
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient, task_run_name="dvc-{stage}")
 def dvc_stage(project: Path, stage: str) -> str:
-    """`dvc repro --single-item <stage>`: 'ran' or 'skipped' (DVC found it up to date)."""
+    """`dvc repro --single-item <stage>`: 'ran', 'skipped' (DVC found it up to date) or 'resumed from
+    iteration N' (a Ray training stage that went on from the checkpoint of an interrupted run)."""
     logger = get_run_logger()
     lines = []
     # Stream the stage's output into the Prefect log as it comes (progress, Ray, MLflow).
@@ -135,16 +150,20 @@ def dvc_stage(project: Path, stage: str) -> str:
                           env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         for raw in proc.stdout:  # bytes, split on \n only: a progress bar's \r updates stay on one line
             line = raw.decode(errors="replace").rstrip().rsplit("\r", 1)[-1]  # its last state
-            if line:
+            if line and not line.lstrip().startswith(DVC_HINTS):
                 lines.append(line)
                 logger.info("%s | %s", stage, line[:1000])
     output = "\n".join(lines)
     if proc.returncode != 0:
         bad_input = f"fsrfer {stage}: error:" in output
         raise StageFailed(stage, BAD_INPUT_EXIT if bad_input else proc.returncode, output)
-    ran = f"Running stage '{stage}'" in output
-    logger.info("stage %s: %s", stage, "ran" if ran else "up to date, skipped")
-    return "ran" if ran else "skipped"
+    if f"Running stage '{stage}'" not in output:
+        result = "skipped"
+    else:  # a training stage's summary says whether it went on from a checkpoint of an interrupted run
+        resumed = re.findall(r'"resumed_from": (\d+)', output)
+        result = f"resumed from iteration {resumed[-1]}" if resumed and int(resumed[-1]) > 0 else "ran"
+    logger.info("stage %s: %s", stage, "up to date, skipped" if result == "skipped" else result)
+    return result
 
 
 RUN_REFS = "refs/fsrfer-runs"  # one git ref per flow run: its whole checkout as it ran
@@ -196,12 +215,15 @@ def keep_run_state(project: Path, record: dict) -> dict[str, str]:
 
 
 @task(name="promote")
-def promote_task(project: Path, model_name: str) -> dict:
-    """`fsrfer promote --model <name>`: the gated promotion (components/registry.py, params.yaml: promote)."""
+def promote_task(project: Path, model_name: str, version: int | None = None) -> dict:
+    """`fsrfer promote --model <name> [--version <v>]`: the gated promotion (components/registry.py,
+    params.yaml: promote) of `version` (a training flow's: the one its run registered, not whichever
+    is `challenger` by then), else of the challenger."""
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "decision.json"
         out = subprocess.run([sys.executable, "-m", "components.cli", "promote", "--model", model_name,
-                              "--summary", str(summary)], cwd=project, env=project_env(), capture_output=True, text=True)
+                              *(("--version", str(version)) if version else ()), "--summary", str(summary)],
+                             cwd=project, env=project_env(), capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"fsrfer promote failed ({out.returncode}):\n{out.stderr[-3000:]}")
         decision = json.loads(summary.read_text())
@@ -262,7 +284,7 @@ def run_pipeline(project: Path, updates: dict[str, Any], target: str, register_s
     record_path = params[register_section]["out"]
     record = json.loads((project / record_path).read_text())
     kept = keep_run_state(project, record)
-    decision = promote_task(project, record["model_name"]) if promote else None
+    decision = promote_task(project, record["model_name"], record["version"]) if promote else None
     publish_report(project, record_path, params[metrics_section]["metrics"], results, decision, artifact_key)
     return {"params_changed": changed, "stages": results, "registered": record, "run_state": kept,
             "promotion": decision}

@@ -12,9 +12,9 @@ from flows.pipeline import project_root, promote_task
 
 
 @flow(name="promote", log_prints=True)
-def promote(model_name: str = "fsrfer", project_dir: str | None = None) -> dict:
-    """Apply the promotion rule to `model_name`'s challenger; returns the decision."""
-    return promote_task(project_root(project_dir), model_name)
+def promote(model_name: str = "fsrfer", version: int | None = None, project_dir: str | None = None) -> dict:
+    """Apply the promotion rule to `model_name`'s `version` (default: its challenger); returns the decision."""
+    return promote_task(project_root(project_dir), model_name, version)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import load_profile, project_root, run_pipeline
+from flows.pipeline import load_profile, project_root, run_name, run_pipeline
 
 TARGET = "register"  # the last DVC stage of this flow: everything it depends on runs first
 
@@ -36,7 +36,7 @@ def fsrfer_updates(dataset: str | None = None, data_root: str | None = None, hr_
     return {k: v for k, v in named.items() if v is not None}
 
 
-@flow(name="train-fsrfer", log_prints=True)
+@flow(name="train-fsrfer", flow_run_name=run_name, log_prints=True)
 def train_fsrfer(profile: str | None = None, dataset: str | None = None, data_root: str | None = None,
                  hr_size: int | None = None, channels: int | None = None, scales: list[int] | None = None,
                  num_workers: int | None = None, fsr_iterations: int | None = None, run_tune: bool | None = None,

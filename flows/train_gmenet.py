@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import load_profile, project_root, run_pipeline
+from flows.pipeline import load_profile, project_root, run_name, run_pipeline
 
 TARGET = "register_gmenet"
 
@@ -30,7 +30,7 @@ def gmenet_updates(num_workers: int | None = None, iterations: int | None = None
     return {k: v for k, v in named.items() if v is not None}
 
 
-@flow(name="train-gmenet", log_prints=True)
+@flow(name="train-gmenet", flow_run_name=run_name, log_prints=True)
 def train_gmenet(profile: str | None = None, num_workers: int | None = None, iterations: int | None = None,
                  lambda_at: float | None = None, overrides: dict[str, Any] | None = None, promote: bool = True,
                  project_dir: str | None = None) -> dict:

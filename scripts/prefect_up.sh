@@ -19,9 +19,15 @@ prefect work-pool inspect local-pool >/dev/null 2>&1 || prefect work-pool create
 # One flow run at a time: every run rewrites this checkout's params.yaml and runs `dvc repro` in it,
 # so runs submitted together queue (Scheduled -> Late) instead of mixing each other's params.
 prefect work-pool set-concurrency-limit local-pool 1 >/dev/null
+# A run whose worker dies mid-stage is marked Crashed once its heartbeats stop (flows/watchdog.py),
+# so it neither looks alive nor holds the pool's one slot; then rerun it (README: "When a run dies").
+HEARTBEAT_S="${FSRFER_HEARTBEAT_S:-30}"
+python -m flows.watchdog --after "${FSRFER_UNRESPONSIVE_AFTER_S:-90}" >/dev/null
 prefect --no-prompt deploy --all >"$PREFECT_HOME/logs/deploy.log" 2>&1 || { cat "$PREFECT_HOME/logs/deploy.log"; exit 1; }
 if [ ! -f "$PREFECT_HOME/worker.pid" ] || ! kill -0 "$(cat "$PREFECT_HOME/worker.pid")" 2>/dev/null; then
-  nohup prefect worker start --pool local-pool >"$PREFECT_HOME/logs/worker.log" 2>&1 &
+  # its own session: the worker, its flow runs and their stages are one group to stop (or to lose)
+  PREFECT_FLOWS_HEARTBEAT_FREQUENCY="$HEARTBEAT_S" \
+    setsid nohup prefect worker start --pool local-pool >"$PREFECT_HOME/logs/worker.log" 2>&1 &
   echo $! >"$PREFECT_HOME/worker.pid"
 fi
 echo "Prefect UI: http://127.0.0.1:$PORT  (API $PREFECT_API_URL)"

@@ -119,7 +119,7 @@ def registered_fsrfer(tiny_run, tmp_path_factory) -> Registered:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     its = 300
     cfg = FSRConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), out=str(root / "fsr.pt"), channels=8,
-                    growth=8, blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3,
+                    growth=8, blocks=1, dense_residual=True, loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3,
                     iterations=its, milestones=(200,), batch_size=16, seed=0, checkpoint_every=its, eval_every=its,
                     experiment="test-train")
     mp = pytest.MonkeyPatch()

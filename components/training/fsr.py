@@ -179,7 +179,7 @@ class GANTask:
         # backward into D's parameters that never comes).
         d_net.requires_grad_(False)
         f_sr = g_net(f_lr)
-        feat = feature_l2_loss(f_sr, f_hr)
+        feat = feature_l2_loss(f_sr, f_hr, cfg.loss_norm)
         if pretraining:
             loss_g = feat.mean()
             logs["l_g_pretrain"] = loss_g.item()
@@ -190,7 +190,7 @@ class GANTask:
                 embed_hr = classifier.embed(f_hr)
             # L_G,gan = E[D(F_sr)] (paper eq. 7-8 sign convention)
             terms = {"l_g_gan": (w * unwrap(d_net)(f_sr)).mean(),
-                     "l_g_percep": (w * perceptual_loss(classifier.embed(f_sr), embed_hr)).mean(),
+                     "l_g_percep": (w * perceptual_loss(classifier.embed(f_sr), embed_hr, cfg.loss_norm)).mean(),
                      "l_g_feat": (w * feat).mean()}
             loss_g = cfg.w_gan * terms["l_g_gan"] + cfg.w_percep * terms["l_g_percep"] + cfg.w_feat * terms["l_g_feat"]
             logs.update({k: v.item() for k, v in terms.items()})

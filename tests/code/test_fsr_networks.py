@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from components.config import FSRConfig
+from components.io import BadInput
 from components.losses import (
     classification_weights,
     discriminator_losses,
@@ -144,6 +146,17 @@ def test_perceptual_and_feature_losses():
     torch.testing.assert_close(perceptual_loss(a, b), torch.tensor([1.0, 1.0]))
     f = torch.zeros(2, 3, 3)
     torch.testing.assert_close(feature_l2_loss(f + 2, f), torch.tensor([4.0, 4.0]))
+    # eq. 9's squared norms: summed over the 4 embedding dims and the 3x3 entries
+    torch.testing.assert_close(perceptual_loss(a, b, "sum"), torch.tensor([4.0, 4.0]))
+    torch.testing.assert_close(feature_l2_loss(f + 2, f, "sum"), torch.tensor([36.0, 36.0]))
+    with pytest.raises(ValueError, match="loss norm"):
+        feature_l2_loss(f, f, "max")
+
+
+def test_loss_norm_is_checked_and_the_code_default_is_the_papers():
+    assert FSRConfig().loss_norm == "sum" and (FSRConfig().w_gan, FSRConfig().w_percep, FSRConfig().w_feat) == (1, 1, 1)
+    with pytest.raises(BadInput, match="train_fsr.loss_norm: must be 'mean' or 'sum', got 'l1'"):
+        FSRConfig(loss_norm="l1")
 
 
 def test_classification_weights():

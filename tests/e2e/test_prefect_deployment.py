@@ -9,8 +9,12 @@ scripts/prefect_down.sh and scripts/mlflow_down.sh."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import time
+from pathlib import Path
 
 import cv2
 import mlflow
@@ -18,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.e2e.conftest import REPO, make_project, quiet_port, read_flow_run, run
+from tests.e2e.conftest import FINAL_STATES, REPO, make_project, quiet_port, read_flow_run, run, stage_process
+from tests.model.interrupt import recorded_checkpoint, signal_session
 
 FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
 
@@ -32,7 +37,8 @@ def served_project(tmp_path_factory):
     env |= {"PREFECT_HOME": str(root / ".prefect"), "PREFECT_PORT": str(port),
             "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLFLOW_HOME": str(root / "mlflow-server"), "MLFLOW_PORT": str(mlflow_port),
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"}
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "FSRFER_UNRESPONSIVE_AFTER_S": "60"}  # the watchdog's wait for a dead run (flows/watchdog.py; default 90)
     try:
         run(["bash", "scripts/mlflow_up.sh"], root, env, timeout=180)
         up = run(["bash", "scripts/prefect_up.sh"], root, env, timeout=300)
@@ -61,6 +67,7 @@ def test_deployment_run_completes_through_the_server(served_project):
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
     flow_run, task_runs, artifacts = read_flow_run(flow_run_id, api_url=env["PREFECT_API_URL"])
     assert flow_run.state_type.value == "COMPLETED", flow_run.state
+    assert re.fullmatch(r"train-fsrfer-default-params-\d{8}-\d{6}", flow_run.name), flow_run.name  # not 2 random words
     assert flow_run.parameters.get("num_workers") == 1 and flow_run.parameters.get("profile") is None, \
         flow_run.parameters
     stage_runs = sorted(name for name in task_runs if name.startswith("dvc-"))
@@ -73,6 +80,19 @@ def test_deployment_run_completes_through_the_server(served_project):
     chain = [task_runs[f"dvc-{stage}"] for stage in FSR_STAGES]
     assert all(a.end_time <= b.start_time for a, b in zip(chain, chain[1:])), \
         [(t.name, t.start_time, t.end_time) for t in chain]
+    # the log: each stage's output line by line as it ran, without DVC's git advice after every stage
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        logs, page = [], None
+        while page is None or len(page) == 200:  # the server's page size limit
+            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
+                                    limit=200, offset=len(logs))
+            logs += [log.message for log in page]
+    assert any(m.startswith("teacher | ") and "epoch" in m for m in logs), logs[:50]
+    assert not [m for m in logs if "git add" in m or "autostage" in m]
     accuracy = [a for a in artifacts if a.key == "fsrfer-accuracy"]
     assert len(accuracy) == 1 and accuracy[0].type == "markdown", [(a.key, a.type) for a in artifacts]
     assert accuracy[0].data.startswith("# fsrfer v1\n") and "Promotion: **promoted to champion**" in accuracy[0].data, \
@@ -132,3 +152,86 @@ def test_promote_deployment_completes(served_project):
     out = run(["prefect", "deployment", "run", "promote/promote", "--watch", "--watch-timeout", "300"], root, env,
               timeout=360)
     assert "finished successfully in 'Completed'" in out, out[-3000:]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (by parent pid, from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def test_a_worker_killed_mid_stage_crashes_its_run_and_the_rerun_resumes(served_project):
+    """The worker, its flow run, DVC, the `fsrfer train_fsr` stage and its Ray processes (the
+    worker's session, scripts/prefect_up.sh, and the flow run's) are SIGKILLed once train_fsr's Ray run has recorded
+    a checkpoint, as a lost machine would. The run is then marked Crashed by the watchdog (with a
+    message saying what happened), prefect_up.sh starts a new worker, and the same run again
+    completes: finished stages skipped, train_fsr resumed from its checkpoint."""
+    root, env, _ = served_project
+    params = ["-p", "profile=null", "-p", "num_workers=1", "-p", "promote=false",
+              "-p", 'overrides={"train_fsr.sigma": 1.7}']  # a new sigma: train_fsr on runs again
+    storage = root / "data" / "ray_results"
+    before = set(storage.iterdir()) if storage.exists() else set()
+    worker = int((root / ".prefect" / "worker.pid").read_text())
+    assert os.getsid(worker) == worker, "the worker is not the leader of a session of its own"
+    out = run(["prefect", "deployment", "run", "train-fsrfer/default", *params], root, env, timeout=120)
+    killed_run = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+
+    deadline = time.time() + 600
+    while stage_process(root, "train_fsr") is None:
+        assert time.time() < deadline, "train_fsr never started"
+        time.sleep(0.2)
+    # the worker's session and the flow run's (Prefect starts a flow run in a session of its own)
+    sessions = {os.getsid(pid) for pid in process_tree(worker)}
+    assert os.getsid(0) not in sessions and len(sessions) >= 2, sessions
+    while True:  # freeze them all, look for a recorded checkpoint of this run, go on if none
+        assert time.time() < deadline, "no checkpoint of train_fsr recorded"
+        for sid in sessions:
+            signal_session(sid, signal.SIGSTOP)
+        if storage.exists() and any(recorded_checkpoint(d) for d in set(storage.iterdir()) - before):
+            break
+        for sid in sessions:
+            signal_session(sid, signal.SIGCONT)
+        time.sleep(0.2)
+    for sid in sessions:
+        signal_session(sid, signal.SIGKILL)
+    assert not (root / "models" / "fsr.pt").exists()  # DVC removed the old output; no new one half-written
+
+    deadline = time.time() + 300
+    while True:
+        flow_run = read_flow_run(killed_run, api_url=env["PREFECT_API_URL"], timeout=0)[0]
+        if flow_run.state_type.value in FINAL_STATES:
+            break
+        assert time.time() < deadline, f"the killed run is still {flow_run.state_type.value}"
+        time.sleep(5)
+    assert flow_run.state_type.value == "CRASHED", flow_run.state
+    assert flow_run.state.message.startswith("No heartbeat for 60 s: the worker or its machine stopped mid-run"), \
+        flow_run.state.message
+
+    run(["bash", "scripts/prefect_up.sh"], root, env, timeout=300)  # a new worker
+    assert int((root / ".prefect" / "worker.pid").read_text()) != worker
+    out = run(["prefect", "deployment", "run", "train-fsrfer/default", *params, "--watch", "--watch-timeout", "900"],
+              root, env, timeout=960)
+    assert "finished successfully in 'Completed'" in out, out[-3000:]
+    rerun = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+    _, task_runs, artifacts = read_flow_run(rerun, api_url=env["PREFECT_API_URL"])
+    report = next(a.data for a in artifacts if a.key == "fsrfer-accuracy")
+    stages = dict(item.split(": ") for item in re.search(r"Stages: (.*)", report).group(1).split(", "))
+    assert {stages[s] for s in ("prepare", "teacher", "features")} == {"skipped"}, stages
+    resumed = re.fullmatch(r"resumed from iteration (\d+)", stages["train_fsr"])
+    assert resumed and int(resumed.group(1)) % 3 == 0, stages  # tiny params: a checkpoint every 3 iterations
+    assert stages["evaluate"] == stages["register"] == "ran", stages
+    record = (root / "registry" / "fsrfer.json").read_text()
+    version = re.search(r'"version": (\d+)', record).group(1)
+    tags = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version("fsrfer", version).tags
+    assert tags["param.sigma"] == "1.7"

@@ -27,7 +27,7 @@ from components.config import FSRConfig, params_sections
 from tests.e2e.conftest import quiet_port
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,
-                milestones=[1000], w_gan=0.1, w_percep=10.0, w_feat=0.01, iterations=20, checkpoint_every=10,
+                milestones=[1000], loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, iterations=20, checkpoint_every=10,
                 eval_every=10, num_workers=2, cpus_per_worker=1.0)
 
 

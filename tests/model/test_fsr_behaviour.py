@@ -52,7 +52,8 @@ def test_fsr_beats_bicubic_at_x4_and_x8(default_size_run, ray_session, monkeypat
     its = 400
     features, teacher_path = str(default_size_run / "features"), str(default_size_run / "teacher.pt")
     cfg = FSRConfig(features=features, teacher=teacher_path, out=str(default_size_run / "fsr.pt"), channels=8, growth=8,
-                    blocks=1, dense_residual=True, w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
+                    blocks=1, dense_residual=True, loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3,
+                    iterations=its,
                     milestones=(265,), batch_size=8, seed=0, checkpoint_every=its // 2, eval_every=its,
                     num_workers=2, cpus_per_worker=0.5, storage=str(default_size_run / "ray"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{default_size_run / 'mlflow.db'}")

@@ -47,7 +47,11 @@ def test_two_worker_run_completes_and_reports(tiny_run, ray_session, tmp_path, m
     run = client.search_runs([client.get_experiment_by_name("test-fsr").experiment_id])[0]
     for term in ("l_g_gan", "l_g_percep", "l_g_feat", "l_d_real", "l_d_fake", "l_d_div", "valid_acc_x8"):
         assert term in run.data.metrics, term
-    assert len(client.get_metric_history(run.info.run_id, "l_d_div")) == iterations  # every step, rank 0 only
+    history = client.get_metric_history(run.info.run_id, "l_d_div")
+    assert len(history) == iterations  # every step, rank 0 only
+    # logged at the time of the step (the run's own span), not at timestamp 0 (1970 in the UI)
+    assert all(run.info.start_time <= m.timestamp <= run.info.end_time for m in history), \
+        (run.info.start_time, [m.timestamp for m in history[:3]], run.info.end_time)
     assert [m.value for m in client.get_metric_history(run.info.run_id, "replica_divergence")] == [0.0, 0.0]
     assert any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
     assert list((tmp_path / "ray").rglob("state.pt")), "no checkpoint was persisted"

@@ -32,7 +32,7 @@ def search(tiny_run, tmp_path_factory):
     init_ray(num_cpus=2)
     base = FSRConfig(features=str(tiny_run.features), teacher=str(tiny_run.teacher), out=str(root / "fsr.pt"),
                      storage=str(root / "ray"), channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True,
-                     batch_size=8, lr=1e-3, milestones=(1000,), w_gan=0.1, w_percep=10.0, w_feat=0.01)
+                     batch_size=8, lr=1e-3, milestones=(1000,), loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01)
     cfg = FSRTuneConfig(enabled=True, out=str(root / "tuned.json"), num_samples=4, iterations=100, report_every=20,
                         grace_period=1, reduction_factor=2, num_workers=1, cpus_per_worker=0.5, driver_cpus=0.5,
                         experiment="test-tune")
