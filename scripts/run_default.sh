@@ -17,7 +17,10 @@ fsrfer synth --out data/raw/synthetic
 bash scripts/prefect_up.sh
 for deployment in train-fsrfer/default train-gmenet/default; do
   log="$PREFECT_HOME/logs/last_${deployment%%/*}.log"
-  prefect deployment run "$deployment" --watch --watch-timeout 7200 | tee "$log"
+  # the terminal shows the run's events without the heartbeats (2 lines every 30 s; the log keeps them)
+  prefect deployment run "$deployment" --watch --watch-timeout 7200 | tee "$log" |
+    awk '/prefect\.flow-run\.heartbeat/ {getline; next} {print; fflush()}'
+
   grep -q "finished successfully in 'Completed'" "$log" || { echo "$deployment did not complete"; exit 1; }
 done
 dvc metrics show
