@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from ferplus_pipeline import write_params  # benchmarks/ferplus_pipeline.py (this script's folder)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,11 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in yaml.safe_load((REPO / "profiles" / "ferplus.yaml").read_text()).items():
-        params[section].update(values)
-    params["prepare"]["root"] = args.ferplus
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(work, str(Path(args.ferplus).resolve()))  # also one Ray worker: the teacher stages use none
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     fsrfer = [sys.executable, "-m", "components.cli"]
     if not (work / "data" / "prepared" / "meta.json").is_file():
