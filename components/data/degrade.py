@@ -4,7 +4,7 @@
 a = -0.5, kernel widening by 1/scale when shrinking with antialiasing on, and the
 symmetric (mirror) border. It is written as one dense weight matrix per axis, so a
 resize is `W_h @ x @ W_w^T`; the matrices are cached per (in, out) size, which makes
-resizing a batch of same-sized faces one einsum. Tested against real MATLAB outputs
+resizing a batch of same-sized faces one einsum (uint8: one batched matrix product per axis). Tested against real MATLAB outputs
 (shared/testdata/matlab_imresize). `imresize_uint8` is MATLAB's uint8 behaviour: one axis
 at a time, each pass rounded half away from zero to uint8 (what the faces of every stage go
 through: prepare's HR resize and LR degradation, the upscaling back for the CNN, serving).
@@ -122,11 +122,14 @@ def imresize_uint8(
     h_axis = 1 if image.ndim == 4 else 0
     (scale_h, scale_w), (w_h, w_w) = _resize_weights(image.shape[h_axis:h_axis + 2], output_shape, scale,
                                                      antialias)
-    data = image.astype(np.float64)
-    passes = [(h_axis, w_h), (h_axis + 1, w_w)]
-    for axis, weights in passes if scale_h <= scale_w else passes[::-1]:
-        data = to_uint8(np.moveaxis(np.tensordot(weights, data, axes=([1], [axis])), 0, axis)).astype(np.float64)
-    return data.astype(np.uint8)
+    # (..., H, W) planes in float64, so each pass is one (batched) matrix product: W_h @ x or x @ W_w^T
+    planes = np.moveaxis(image, (h_axis, h_axis + 1), (-2, -1)).astype(np.float64)
+    rows, cols = (lambda x: np.matmul(w_h, x)), (lambda x: np.matmul(x, w_w.T))
+    for resize_along in (rows, cols) if scale_h <= scale_w else (cols, rows):
+        planes = resize_along(planes)
+        np.floor(planes + 0.5, out=planes)  # the pass returned as uint8: half away from zero (values >= 0)...
+        np.clip(planes, 0, 255, out=planes)  # ...saturated
+    return np.moveaxis(planes, (-2, -1), (h_axis, h_axis + 1)).astype(np.uint8)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
