@@ -26,14 +26,16 @@ from pathlib import Path
 
 import yaml
 
+from components.config import load_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "gme_teacher", "gme_train",
           "multiscale_cnn", "isr_fer", "compare")
 
 
 def write_params(work: Path, ferplus: str) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in yaml.safe_load((REPO / "profiles" / "ferplus.yaml").read_text()).items():
+    params = load_yaml((REPO / "params.yaml").read_text(), "params.yaml")
+    for section, values in load_yaml((REPO / "profiles" / "ferplus.yaml").read_text(), "profiles/ferplus.yaml").items():
         params[section].update(values)
     params["prepare"]["root"] = ferplus
     params["ray"].update(num_workers=1, cpus_per_worker=1.0)
@@ -64,7 +66,7 @@ def main() -> None:
         (work / "summaries" / "times.json").write_text(json.dumps(times, indent=1))
         print(f"{stage}: {times[stage]} s", flush=True)
     if "compare" in args.stages:
-        params = yaml.safe_load((work / "params.yaml").read_text())
+        params = load_yaml((work / "params.yaml").read_text(), str(work / "params.yaml"))
         table = json.loads((work / params["compare"]["metrics"]).read_text())
         table["stage_seconds"] = times
         table["profile"] = "profiles/ferplus.yaml, ray.num_workers=1, OMP_NUM_THREADS=" + os.environ.get(

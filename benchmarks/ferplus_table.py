@@ -15,8 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
+from components.config import load_yaml
 from components.data.store import PreparedStore
 from components.io import atomic_write_text
 from components.metrics import format_table
@@ -29,7 +28,7 @@ from components.models.rrdb import load_generator
 
 def main() -> None:
     work, yardsticks, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    params = load_yaml((work / "params.yaml").read_text(), str(work / "params.yaml"))
     cmp = params["compare"]
     table = json.loads((work / params["evaluate"]["metrics"]).read_text())
     for split, methods in json.loads(yardsticks.read_text())["table"].items():

@@ -17,12 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.config import FSRConfig
+from components.config import FSRConfig, load_yaml
 from components.models.covpool import load_covpool  # noqa: E402
 from components.models.rrdb import load_generator
 from components.stages.train_fsr import train_fsr
@@ -32,7 +31,7 @@ from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale
 def main(variant: dict, name: str) -> dict:
     os.chdir(ROOT)
     torch.set_num_threads(1)
-    params = yaml.safe_load(Path("params.yaml").read_text())["train_fsr"] | variant
+    params = load_yaml(Path("params.yaml").read_text(), "params.yaml")["train_fsr"] | variant
     cfg = FSRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
     start = time.time()
     train_fsr(replace(cfg, out=f"benchmarks/.cache/fsr_{name}.pt"), runner="local")  # the stage, in this process

@@ -46,6 +46,20 @@ def _cmd_predict(args: argparse.Namespace) -> dict:
                    upsample=args.upsample, every=args.every)
 
 
+def _cmd_table(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from components.metrics import format_table
+
+    path = Path(args.metrics)
+    if not path.is_file():
+        raise BadInput(f"{path}: no accuracy table; run the pipeline (the compare stage writes it, evaluate "
+                       "metrics/evaluate.json)")
+    result = json.loads(path.read_text())
+    return f"Accuracy (%) per scale, {path} (x1 = HR faces; mean LR = over the LR scales):\n\n" + format_table(
+        result.get("table", result))
+
+
 def _cmd_promote(args: argparse.Namespace) -> dict:
     from dataclasses import replace
 
@@ -149,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="override a params value for this run only (repeatable; e.g. tune.enabled=true). "
                                 "Outside DVC: for runs that `dvc repro` must reproduce, edit params.yaml")
         stage.set_defaults(run=_stage(spec))
+    table = sub.add_parser("table", help="print the accuracy table (methods x scales, every split) of a run")
+    table.add_argument("--metrics", default="metrics/compare.json",
+                       help="the compare stage's table (every method) or the evaluate stage's (metrics/evaluate.json)")
+    table.set_defaults(run=_cmd_table)
     promote = sub.add_parser("promote", help="move alias `champion` to the challenger if it beats the champion "
                                               "(rule: components/registry.py; params.yaml: promote)")
     promote.add_argument("--params", default="params.yaml")
@@ -179,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as err:
         print(f"fsrfer {args.command}: error: {err}", file=sys.stderr)
         return 2
-    text = json.dumps(summary, indent=2, default=str)
+    text = summary if isinstance(summary, str) else json.dumps(summary, indent=2, default=str)
     print(text)
     if getattr(args, "summary", None):
         atomic_write_text(args.summary, text + "\n")

@@ -6,6 +6,11 @@ are written once, in their own section, and inherited by the configs that read t
 (RayConfig: Ray Train resources of train_fsr, gme_teacher, gme_train) and [gme_net]
 (GMENetConfig: GME-Net's design, for its HR teacher and LR student). Unknown keys, a shared key
 repeated in a stage section, and bad values raise BadInput naming the parameter.
+
+params.yaml is read as YAML 1.2 (`load_yaml`: `1e-3` is a number, `yes` a string) and each
+section is validated by pydantic against the dataclass's field types (strict: no string is
+taken for a number, no number for a string; `Literal` fields name their choices); ranges and
+relations between fields are each dataclass's `__post_init__`.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-import yaml
 
 from components.io import BadInput
 
-DATASETS = ("rafdb", "ferplus", "fer2013", "folders", "expw")
+Dataset = Literal["rafdb", "ferplus", "fer2013", "folders", "expw"]
+DATASETS = typing.get_args(Dataset)
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,12 @@ class PrepareConfig:
     classes: class names for the image-folder layout (other layouts know their own).
     """
 
-    dataset: str = "rafdb"
+    dataset: Dataset = "rafdb"
     root: str = "data/raw/synthetic"
     out: str = "data/prepared"
     aligned: bool = True
     hr_size: int = 100
-    channels: int = 3
+    channels: Literal[1, 3] = 3
     scales: tuple[float, ...] = (2, 3, 4, 5, 6, 7, 8)
     valid_fraction: float = 0.1
     seed: int = 0
@@ -70,9 +75,11 @@ class PrepareConfig:
             raise BadInput("prepare.classes: the image-folder layout needs the class names")
 
 
-BALANCE_MODES = ("weighted_loss", "sampler", "none")
-TARGETS = ("hard", "votes")
-SCHEDULES = ("cosine", "onecycle")
+Balance = Literal["weighted_loss", "sampler", "none"]
+Targets = Literal["hard", "votes"]
+Schedule = Literal["cosine", "onecycle"]
+FeatureDtype = Literal["float32", "float16"]
+BALANCE_MODES, TARGETS, SCHEDULES = typing.get_args(Balance), typing.get_args(Targets), typing.get_args(Schedule)
 DTYPES = {"float32": np.float32, "float16": np.float16}
 SEARCHED = ("sigma", "r", "k", "p")
 
@@ -90,7 +97,8 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.cpus_per_worker <= 0 or self.max_failures < 0:
-            raise BadInput("ray.num_workers >= 1, ray.cpus_per_worker > 0 and ray.max_failures >= 0 are required")
+            raise BadInput("ray.num_workers >= 1, ray.cpus_per_worker > 0 and ray.max_failures >= 0 are required; got "
+                           f"{self.num_workers}, {self.cpus_per_worker}, {self.max_failures}")
 
 
 @dataclass(frozen=True)
@@ -125,13 +133,13 @@ class TeacherConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    balance: str = "weighted_loss"
+    balance: Balance = "weighted_loss"
     balance_power: float = 0.5  # class weight ~ (1 / frequency)^power; 1 = full inverse frequency
     augment: bool = True
     erase_p: float = 0.0  # random erasing probability per face (after augmentation)
-    targets: str = "hard"  # hard | votes
+    targets: Targets = "hard"
     label_smoothing: float = 0.0
-    schedule: str = "cosine"  # cosine (per epoch) | onecycle (per step, warm-up then cosine)
+    schedule: Schedule = "cosine"  # cosine: per epoch; onecycle: per step, warm-up then cosine
     warmup: float = 0.3  # onecycle: share of the steps spent warming up to lr
     seed: int = 0
     device: str = "auto"
@@ -146,9 +154,11 @@ class TeacherConfig:
         if self.schedule not in SCHEDULES:
             raise BadInput(f"{sec}.schedule: {self.schedule!r} is not one of {SCHEDULES}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.erase_p <= 1 or not 0 < self.warmup < 1:
-            raise BadInput(f"{sec}.label_smoothing must be in [0, 1), {sec}.erase_p in [0, 1], {sec}.warmup in (0, 1)")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BadInput(f"{sec}.epochs, {sec}.batch_size and {sec}.lr must be positive")
+            raise BadInput(f"{sec}.label_smoothing must be in [0, 1), {sec}.erase_p in [0, 1], {sec}.warmup in (0, 1); "
+                           f"got {self.label_smoothing}, {self.erase_p}, {self.warmup}")
+        for name in ("epochs", "batch_size", "lr"):
+            if getattr(self, name) <= 0:
+                raise BadInput(f"{sec}.{name}: must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -156,7 +166,7 @@ class FeaturesConfig:
     prepared: str = "data/prepared"
     teacher: str = "models/teacher.pt"
     out: str = "data/features"
-    dtype: str = "float32"
+    dtype: FeatureDtype = "float32"
     batch_size: int = 128
     device: str = "auto"
 
@@ -201,7 +211,8 @@ class FSRTuneConfig:
         if min(self.k[0], self.p[0], self.r[0]) <= 0:
             raise BadInput("tune.k, tune.p and tune.r ranges must be positive")
         if self.num_samples < 1 or self.report_every < 1 or self.iterations < self.report_every:
-            raise BadInput("tune.num_samples >= 1 and tune.iterations >= tune.report_every >= 1 are required")
+            raise BadInput("tune.num_samples >= 1 and tune.iterations >= tune.report_every >= 1 are required; got "
+                           f"{self.num_samples}, {self.iterations}, {self.report_every}")
 
 
 @dataclass(frozen=True)
@@ -217,7 +228,7 @@ class FSRConfig(RayConfig):
     dense_residual: bool = False  # not in the paper: a dense residual over the matrix (components/models/rrdb.py)
     d_base_channels: int = 8
     # losses (paper eq. 10 weights 1/1/1; reference code 1/10/0.01)
-    loss_norm: str = "sum"  # sum: eq. 9's squared L2 norms over dims; mean: averaged (weights x 1/128, 1/d^2)
+    loss_norm: Literal["sum", "mean"] = "sum"  # sum: eq. 9's squared L2 norms over dims; mean: averaged (weights x 1/128, 1/d^2)
     w_gan: float = 1.0
     w_percep: float = 1.0
     w_feat: float = 1.0
@@ -249,9 +260,11 @@ class FSRConfig(RayConfig):
             raise BadInput(f"train_fsr.loss_norm: must be 'mean' or 'sum', got {self.loss_norm!r}")
         RayConfig.__post_init__(self)
         if self.iterations < 1 or self.batch_size < 2:
-            raise BadInput("fsr.iterations and fsr.batch_size (>= 2) must be positive")
+            raise BadInput(f"train_fsr.iterations >= 1 and train_fsr.batch_size >= 2 are required; got {self.iterations}, "
+                           f"{self.batch_size}")
         if self.checkpoint_every < 1 or self.eval_every < 1:
-            raise BadInput("fsr.checkpoint_every and fsr.eval_every must be >= 1")
+            raise BadInput(f"train_fsr.checkpoint_every and train_fsr.eval_every must be >= 1; got {self.checkpoint_every}, "
+                           f"{self.eval_every}")
 
 
 @dataclass(frozen=True)
@@ -300,9 +313,11 @@ class GMETrainConfig(GMENetConfig, RayConfig):
     def __post_init__(self) -> None:
         RayConfig.__post_init__(self)
         if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise BadInput("gmenet: iterations, batch_size (>= 2) and lr must be positive")
+            raise BadInput(f"gmenet: iterations >= 1, batch_size >= 2 and lr > 0 are required; got {self.iterations}, "
+                           f"{self.batch_size}, {self.lr}")
         if self.checkpoint_every < 1 or self.eval_every < 1:
-            raise BadInput("gmenet: checkpoint_every and eval_every must be >= 1")
+            raise BadInput(f"gmenet: checkpoint_every and eval_every must be >= 1; got {self.checkpoint_every}, "
+                           f"{self.eval_every}")
         if self.lambda_at < 0:
             raise BadInput(f"gmenet.lambda_at must be >= 0, got {self.lambda_at}")
 
@@ -360,6 +375,7 @@ class CompareConfig:
     multiscale_cnn: str = "models/multiscale_cnn.pt"  # the teacher's network trained on every scale
     isr: str = "models/isr.pt"  # image SR whose output the teacher classifies (column isr_fer)
     metrics: str = "metrics/compare.json"
+    summary: str = "metrics/summary"  # <split>.json: mean accuracy over the LR scales per method (dvc metrics show)
     plots: str = "plots/compare"
     experiment: str = "fsrfer-evaluate"
 
@@ -395,55 +411,58 @@ class PromoteConfig:
 C = TypeVar("C")
 
 
-def _typed(value: Any, kind: Any, where: str) -> Any:
-    """`value` as the field type `kind` (bool, int, float, str, tuple[X, ...] / tuple[X, Y]), or BadInput.
+def load_yaml(text: str, where: str) -> Any:
+    """YAML 1.2 (ruamel.yaml's safe loader): `1e-3` is a float and `yes`/`on` are strings, as in DVC.
+    Text that is not YAML raises BadInput naming `where`."""
+    from ruamel.yaml import YAML, YAMLError
 
-    YAML 1.1 reads `1e-3` as a string: a numeric string becomes the float a float field wants."""
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise BadInput(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(kind)
-        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
-        if len(items) != len(value):
-            raise BadInput(f"{where}: expected {len(items)} values, got {list(value)!r}")
-        return tuple(_typed(v, k, f"{where}[{i}]") for i, (v, k) in enumerate(zip(value, items, strict=True)))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise BadInput(f"{where}: expected true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"{where}: expected a whole number, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise BadInput(f"{where}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadInput(f"{where}: expected a number, got {value!r}")
-        return value
-    if kind is str and not isinstance(value, str):
-        raise BadInput(f"{where}: expected a string, got {value!r}")
-    return value
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        raise BadInput(f"{where}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
+def _problem(section: str, error: dict) -> str:
+    """One pydantic error as `section.key[i]: what is allowed, got value`."""
+    where = section + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+
+
+@functools.cache
+def _adapter(cls: type):
+    import pydantic
+
+    return pydantic.TypeAdapter(cls)
 
 
 def build_config(cls: type[C], section: str, values: dict[str, Any] | None) -> C:
-    """Build a stage dataclass from a params section: unknown keys and values of the wrong type are
-    errors naming the parameter; lists become tuples, numeric strings become floats."""
+    """Build a stage dataclass from a params section, validated by pydantic (strict, as JSON: a list is
+    taken for a tuple and a whole number for a float, nothing else is converted). Unknown keys, values of
+    the wrong type or outside a field's choices, and the dataclass's own checks raise BadInput naming the
+    parameter, the value and what is allowed."""
+    import json
+
+    import pydantic
+
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise BadInput(f"params.yaml [{section}]: unknown key(s) {unknown} (known: {sorted(names)})")
-    hints = typing.get_type_hints(cls)
-    return cls(**{key: _typed(value, hints[key], f"{section}.{key}") for key, value in values.items()})
+    try:
+        return _adapter(cls).validate_json(json.dumps(values), strict=True)
+    except pydantic.ValidationError as err:
+        own = [e["ctx"]["error"] for e in err.errors() if isinstance(e.get("ctx", {}).get("error"), BadInput)]
+        if own:  # the dataclass's __post_init__ refused a value: its message as it wrote it
+            raise own[0] from None
+        raise BadInput("; ".join(_problem(section, e) for e in err.errors())) from None
 
 
 def _type_name(kind: Any) -> str:
-    """`tuple[float, ...]` -> 'list of float', `int` -> 'int' (as they are written in params.yaml)."""
+    """`tuple[float, ...]` -> 'list of float', `int` -> 'int', a Literal -> "one of 'a', 'b'" (as they are
+    written in params.yaml)."""
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(kind))
     if typing.get_origin(kind) is tuple:
         args = typing.get_args(kind)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -516,7 +535,7 @@ def load_stage_config(cls: type[C], section: str, params_path: str | Path = "par
     params_path = Path(params_path)
     if not params_path.is_file():
         raise BadInput(f"{params_path}: params file not found")
-    params = yaml.safe_load(params_path.read_text()) or {}
+    params = load_yaml(params_path.read_text(), str(params_path)) or {}
     overrides = overrides or {}
     if section not in params:
         raise BadInput(f"{params_path}: no [{section}] section")
@@ -554,10 +573,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
         section, dot, key = name.partition(".")
         if not sep or not dot or not section or not key:
             raise BadInput(f"--set {pair!r}: expected section.key=value (e.g. tune.enabled=true)")
-        try:
-            out.setdefault(section, {})[key] = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise BadInput(f"--set {pair!r}: the value is not valid YAML ({err})") from err
+        out.setdefault(section, {})[key] = load_yaml(text, f"--set {pair!r}: the value")
     return out
 
 

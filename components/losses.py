@@ -1,4 +1,4 @@
-"""FSR-FER losses, per sample, and the classification-aware re-weighting (METHODS.md); GME-Net's
+"""FSR-FER losses, per sample, and the classification-aware re-weighting (docs/methods.md); GME-Net's
 attention-similarity distillation loss (A-SKD) at the end.
 
 Sign convention of the paper (eq. 7-8): D minimises

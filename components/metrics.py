@@ -1,11 +1,15 @@
 """Scores and the per-scale accuracy table, shared by the evaluate and compare stages and the flows.
 
-A table is {split: {method: {scale key: {"accuracy", "mean_class_accuracy"}}}}; its rows
-(split, method, scale, scores) are what plots/accuracy.csv and MLflow receive.
+A table is {split: {method: {scale key: {"accuracy", "mean_class_accuracy"}}}}. People read it as
+plots/accuracy_<split>.csv (`dvc plots show`: accuracy vs the numeric scale, one column, so one
+line, per method), the summary metrics/<split>.json (`dvc metrics show`: one row per split, mean
+accuracy over the LR scales per method), `format_table` (the main job's last lines) and MLflow
+(each method's accuracy over step = scale).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,20 +98,75 @@ def plot_confusion(cm: np.ndarray, classes: list[str], title: str, path: Path) -
 
 
 def format_table(table: dict) -> str:
-    """Markdown table: one row per split and method, one column per scale (accuracy %)."""
+    """Markdown table: one row per split and method, one column per scale (accuracy %; x1 = HR), and the
+    mean over the LR scales."""
     lines = []
     for split, methods in table.items():
         keys = list(next(iter(methods.values())))
-        lines.append(f"| {split} | " + " | ".join(keys) + " |")
-        lines.append("|---" * (len(keys) + 1) + "|")
+        lines.append(f"| {split} | " + " | ".join(keys) + " | mean LR |")
+        lines.append("|---" * (len(keys) + 2) + "|")
         for method, scales in methods.items():
-            lines.append(f"| {method} | " + " | ".join(f"{100 * scales[k]['accuracy']:.1f}" for k in keys) + " |")
+            lines.append(f"| {method} | " + " | ".join(f"{100 * scales[k]['accuracy']:.1f}" for k in keys)
+                         + f" | {100 * mean_lr_accuracy(scales):.1f} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def write_accuracy_csv(rows: list[dict], path: Path) -> None:
-    """plots/accuracy.csv: one line per (split, method, scale) row, accuracies to 4 decimals."""
-    lines = ["split,method,scale,accuracy,mean_class_accuracy"] + [
-        f"{r['split']},{r['method']},{r['scale']},{r['accuracy']:.4f},{r['mean_class_accuracy']:.4f}" for r in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+def scale_of(key: str) -> float:
+    """'x2' -> 2.0, 'x2.5' -> 2.5 (x1 is the HR face)."""
+    return float(key[1:])
+
+
+def write_accuracy_csvs(table: dict, folder: Path) -> list[Path]:
+    """<folder>/accuracy_<split>.csv per split: a numeric `scale` column (1 = HR), then one column of
+    accuracies (4 decimals) per method; the files dvc.yaml's top-level plots draw. Returns their paths."""
+    paths = []
+    for split, methods in table.items():
+        keys = list(next(iter(methods.values())))
+        lines = [",".join(["scale", *methods])] + [
+            ",".join([f"{scale_of(k):g}", *(f"{scales[k]['accuracy']:.4f}" for scales in methods.values())])
+            for k in keys]
+        paths.append(Path(folder) / f"accuracy_{split}.csv")
+        atomic_write_text(paths[-1], "\n".join(lines) + "\n")
+    return paths
+
+
+SUMMARY_METHODS = ("bicubic", "fsrfer", "gmenet", "multiscale_cnn", "isr_fer")  # what a reader compares
+
+
+def mean_lr_accuracy(scales: dict) -> float:
+    """A method's accuracy averaged over its LR scales (every key but x1)."""
+    return float(np.mean([s["accuracy"] for k, s in scales.items() if scale_of(k) != 1]))
+
+
+def write_summary_metrics(table: dict, folder: Path) -> list[Path]:
+    """<folder>/<split>.json per split: {"mean_accuracy_lr_scales": {method: value}} for the methods of
+    SUMMARY_METHODS in the table, so `dvc metrics show` prints one short row per split. Returns the paths."""
+    import json
+
+    paths = []
+    for split, methods in table.items():
+        summary = {m: round(mean_lr_accuracy(methods[m]), 4) for m in SUMMARY_METHODS if m in methods}
+        paths.append(Path(folder) / f"{split}.json")
+        atomic_write_text(paths[-1], json.dumps({"mean_accuracy_lr_scales": summary}, indent=2) + "\n")
+    return paths
+
+
+def log_table_to_mlflow(table: dict, prefix: str = "") -> None:
+    """Into the active MLflow run: each (split, method) accuracy as one metric over step = scale (a curve;
+    integer scales only: MLflow steps are integers), and the whole table (every scale and score) as
+    accuracy_table.json."""
+    import mlflow
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{prefix}{split}.{method}.accuracy", scales[k]["accuracy"], now, int(scale_of(k)))
+               for split, methods in table.items() for method, scales in methods.items() for k in scales
+               if scale_of(k).is_integer()]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    rows = [{"split": split, "method": method, "scale": scale_of(k), **scores}
+            for split, methods in table.items() for method, scales in methods.items() for k, scores in scales.items()]
+    mlflow.log_table(pd.DataFrame(rows), artifact_file="accuracy_table.json")

@@ -230,6 +230,54 @@ def data_tags(store: PreparedStore) -> dict[str, str]:
             "data.train_sha256": store.split_sha256("train"), VALID_DATA_TAG: store.split_sha256("valid")}
 
 
+WHAT_IT_IS = {  # the model card's first paragraph, per pyfunc entry (its file name without .py)
+    "fsrfer_model": "FSR-FER: the frozen CovPoolFER teacher (CNN, covariance pooling, SPD layers, classifier) "
+                       "with a generator G that maps the second-order features of a low-resolution face to HR-like "
+                       "ones before the classifier. One model for every scale; G is applied at the scales where it "
+                       "beat plain bicubic upscaling on the valid split (tag g_scales).",
+    "gmenet_model": "GME-Net: a dual-branch low-resolution FER network (a local branch with mixed attention, "
+                       "distilled from an HR teacher by attention similarity, and a global multi-scale branch), "
+                       "fed the face bicubic-resized to its input size.",
+}
+
+
+def prepared_dataset(store: PreparedStore, split: str):
+    """The prepared store's `split` as an MLflow dataset: name, digest (the split's sha256) and source (the store)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    return MetaDataset(LocalArtifactDatasetSource(str(store.root.resolve())),
+                       name=f"{store.meta.get('dataset', 'prepared')}-{split}", digest=store.split_sha256(split)[:16])
+
+
+def model_card(name: str, version: int | str, entry: str, store: PreparedStore, tags: dict[str, str]) -> str:
+    """The registered version's description (markdown): what it is, its data, its accuracy per scale on
+    valid (and test) beside bicubic, its lineage, and how to call it."""
+    scales = tags["scales"].split(",")
+    rows = [(label, [tags.get(f"{prefix}{k}") for k in scales]) for label, prefix in (
+        (f"{name} valid", METRIC_PREFIX), ("bicubic valid", f"bicubic_{METRIC_PREFIX}"),
+        (f"{name} test", "test_acc_"), ("bicubic test", "bicubic_test_acc_"))]
+    table = ["| accuracy (%) | " + " | ".join(scales) + " |", "|---" * (len(scales) + 1) + "|"] + [
+        f"| {label} | " + " | ".join(f"{100 * float(v):.1f}" for v in values) + " |"
+        for label, values in rows if all(v is not None for v in values)]
+    meta = store.meta
+    lineage = ", ".join(f"{k} `{tags[k]}`" for k in ("git_commit", "dvc_lock_sha256", "data.train_sha256",
+                                                      VALID_DATA_TAG) if k in tags)
+    return "\n".join([
+        f"# {name} v{version}", "", WHAT_IT_IS.get(entry.removesuffix(".py"), entry), "",
+        f"**Data**: {meta.get('dataset', '?')} faces prepared at {meta['hr_size']} px, {meta['channels']} channel(s), "
+        f"classes {', '.join(store.classes)}; LR faces are MATLAB-bicubic downscales at x{', x'.join(scales)} "
+        f"(scales {', '.join(s[1:] for s in scales)}). Selected and gated on the valid split only.", "",
+        *table, "", f"Mean over the LR scales on valid: {100 * float(tags[f'{METRIC_PREFIX}mean']):.1f}%.", "",
+        f"**Lineage**: {lineage}." if lineage else "", "",
+        "**Call it**: `mlflow.pyfunc.load_model(\"models:/" + name + "@champion\")` (tracking URI "
+        "`sqlite:///mlruns/mlflow.db` in the project); `.predict(pd.DataFrame({\"image\": [png_or_jpeg_bytes]}))` gives "
+        "one row per face with a probability per class, `label` and `error`; `params={\"detect\": True}` finds every "
+        "face in a photo first. Over HTTP: `mlflow models serve -m models:/" + name + "@champion --env-manager local`, "
+        "base64 image bytes in the `image` column.",
+    ])
+
+
 def input_example_frame(store: PreparedStore):
     """One real face of the test split (else the first split) at the largest LR scale, as PNG bytes."""
     import pandas as pd
@@ -274,7 +322,7 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
         mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)})
         run_tags = mlflow.get_run(run.info.run_id).data.tags
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=cfg.model_name,
             python_model=str(COMPONENTS / "serving" / entry),
             artifacts=artifacts | {"serving_config": str(write_serving_config(serving, Path(tmp) / "serving.json"))},
             code_paths=[str(COMPONENTS)],
@@ -285,8 +333,18 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
         for key in ("git_commit", "dvc_lock_sha256"):
             if key in run_tags:
                 tags[key] = run_tags[key]
+        # the data it was trained and validated on, and its validation metrics on the LoggedModel with that dataset
+        valid = prepared_dataset(store, "valid")
+        model_input = mlflow.entities.LoggedModelInput(info.model_id)
+        mlflow.log_input(prepared_dataset(store, "train"), context="training", model=model_input)
+        mlflow.log_input(valid, context="validation", model=model_input)
+        for key, value in tags.items():
+            if key.startswith(METRIC_PREFIX):
+                mlflow.log_metric(key, float(value), model_id=info.model_id, dataset=valid)
         version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
         client = mlflow.MlflowClient(tracking_uri())
+        client.update_model_version(cfg.model_name, version.version,
+                                    description=model_card(cfg.model_name, version.version, entry, store, tags))
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
         # versions are ints in the record whatever the store (the REST client returns strings)
         record = {"model_name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,

@@ -27,6 +27,9 @@ def tracking_uri() -> str:
     return f"sqlite:///{(DEFAULT_MLRUNS / 'mlflow.db').resolve()}"
 
 
+PIPELINE_RUN_ENV = "FSRFER_PIPELINE_RUN"  # the name of the flow run a stage runs in (set by flows/pipeline.py)
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -56,12 +59,19 @@ def get_or_create_experiment(name: str) -> str:
 
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, params: dict | None = None, nested: bool = False) -> Iterator:
-    """Start a run in `experiment` with params and the git/dvc.lock tags; yields the active run."""
+    """Start a run in `experiment` with params and the lineage tags; yields the active run.
+
+    Tags: the git commit (ours, `git_commit`, and MLflow's standard `mlflow.source.git.commit`), the
+    dvc.lock hash, and `pipeline_run`: the flow run this stage ran in (PIPELINE_RUN_ENV, which the
+    Prefect flows set), so one search finds every stage's run of a pipeline run across experiments:
+    `mlflow.search_runs(search_all_experiments=True, filter_string="tags.pipeline_run = '<name>'")`."""
     import mlflow
 
     experiment_id = get_or_create_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as run:
-        tags = {"git_commit": _git_commit(), "dvc_lock_sha256": _dvc_lock_hash()}
+        commit = _git_commit()
+        tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "dvc_lock_sha256": _dvc_lock_hash(),
+                "pipeline_run": os.environ.get(PIPELINE_RUN_ENV)}
         mlflow.set_tags({k: v for k, v in tags.items() if v})
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

@@ -22,8 +22,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from components.config import load_yaml
 from components.io import atomic_file
 from components.metrics import format_table
+from components.tracking import PIPELINE_RUN_ENV
 
 DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
              "Use `dvc push` to send your updates")  # DVC's per-stage advice: noise in a flow's log
@@ -65,9 +67,14 @@ def project_root(project_dir: str | None) -> Path:
 
 
 def project_env() -> dict[str, str]:
-    """This interpreter's bin dir first on PATH (so DVC's `fsrfer <stage>` commands resolve), quiet tools."""
+    """This interpreter's bin dir first on PATH (so DVC's `fsrfer <stage>` commands resolve), quiet tools,
+    and the flow run's name for the stages' MLflow runs (their `pipeline_run` tag)."""
+    from prefect.runtime import flow_run
+
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if flow_run.name:
+        env[PIPELINE_RUN_ENV] = flow_run.name
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     return env
@@ -98,13 +105,11 @@ def load_profile(project: Path, profile: str | None) -> dict[str, Any]:
     """profiles/<profile>.yaml as flat 'section.key' updates ({} for None)."""
     if not profile:
         return {}
-    import yaml
-
     path = project / "profiles" / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (project / "profiles").glob("*.yaml"))
         raise ValueError(f"unknown profile {profile!r}: no {path} (profiles: {known})")
-    return flatten_updates(yaml.safe_load(path.read_text()))
+    return flatten_updates(load_yaml(path.read_text(), str(path)))
 
 
 def update_params_file(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
@@ -276,11 +281,9 @@ def run_pipeline(project: Path, updates: dict[str, Any], target: str, register_s
                  promote: bool, artifact_key: str) -> dict:
     """What every training flow does: params.yaml updates, each DVC stage up to `target` as a task,
     the gated promotion of the version the register stage wrote, the report artifacts."""
-    import yaml
-
     changed = apply_params(project, updates)
     results = {stage: dvc_stage(project, stage) for stage in stages_for(project, target)}
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_yaml((project / "params.yaml").read_text(), "params.yaml")
     record_path = params[register_section]["out"]
     record = json.loads((project / record_path).read_text())
     kept = keep_run_state(project, record)

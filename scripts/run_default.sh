@@ -23,6 +23,8 @@ for deployment in train-fsrfer/default train-gmenet/default; do
 
   grep -q "finished successfully in 'Completed'" "$log" || { echo "$deployment did not complete"; exit 1; }
 done
-dvc metrics show
+fsrfer table                       # every method x every scale, valid and test (metrics/compare.json)
+dvc metrics show                   # one row per split: mean accuracy over the LR scales per method
 cat registry/fsrfer.json registry/gmenet.json
+echo "Plots: dvc plots show  (accuracy vs scale per method and split, confusion matrices; then open dvc_plots/index.html)"
 echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///$PWD/mlruns/mlflow.db  (then http://127.0.0.1:5000)"

@@ -9,7 +9,7 @@ resizing a batch of same-sized faces one einsum (uint8: one batched matrix produ
 at a time, each pass rounded half away from zero to uint8 (what the faces of every stage go
 through: prepare's HR resize and LR degradation, the upscaling back for the CNN, serving).
 
-`degrade_bicubic` is the LR protocol of METHODS.md: crop HR to a multiple of the
+`degrade_bicubic` is the LR protocol of docs/methods.md: crop HR to a multiple of the
 factor (as SR papers do), MATLAB-downscale by 1/s, and (`upscale_to`) bicubic back up
 to the HR size for the CNN.
 """

@@ -1,6 +1,6 @@
 """CovPoolFER (Acharya et al., CVPRW 2018): the frozen FER model of FSR-FER.
 
-Split as FSR-FER needs it (METHODS.md, eq. 1-2 and 9):
+Split as FSR-FER needs it (docs/methods.md; the paper's eq. 1-2 and 9):
   CovPoolExtractor F: image -> CNN -> covariance pooling -> BiMap -> ReEig -> LogEig
                       -> the symmetric LogEig matrix (B, d, d)   (the feature G and D work on)
   CovPoolClassifier C: LogEig matrix -> upper triangle -> FC 2000 -> FC 128 -> FC K

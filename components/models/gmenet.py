@@ -1,6 +1,6 @@
 """GME-Net (arXiv 2511.05938): a dual-branch network for low-resolution FER.
 
-Only the abstract is available (../shared/METHODS.md, "GME-Net"); what it leaves open is
+Only the abstract is available (docs/methods.md, "GME-Net"); what it leaves open is
 designed here, and every size is a field of GMEConfig.
 
 Input: a face (B, C, S, S) in [0, 1] at the model's input size S; an LR face is first

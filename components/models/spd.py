@@ -10,7 +10,7 @@ Daleckii-Krein backward  grad = U (L o (U^T sym(G) U)) U^T,
 L_ij = (f(l_i) - f(l_j)) / (l_i - l_j),  L_ii = f'(l_i),
 falling back to (f'(l_i) + f'(l_j)) / 2 where |l_i - l_j| is tiny, so the gradient stays
 finite for repeated eigenvalues (torch.linalg.eigh's own backward divides by l_i - l_j).
-Computed in float64 whatever the input dtype, as METHODS.md asks.
+Computed in float64 whatever the input dtype, as docs/methods.md says.
 """
 
 from __future__ import annotations

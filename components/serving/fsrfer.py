@@ -243,6 +243,11 @@ class FacePyfunc(PythonModel):
 
     Subclasses say which predictor (an object with predict_proba(list of faces)) serves."""
 
+    # MLflow's type-hint input validation is off: `predict` checks its DataFrame itself (a bad row becomes
+    # an `error` cell, not a failed call) and the logged signature documents it (MLflow's own switch, the
+    # one its ChatModel uses; without it every import warns that `predict` has no type hints)
+    _skip_type_hint_validation = True
+
     def make_predictor(self, artifacts: dict, cfg: ServingConfig, device: str):
         raise NotImplementedError
 

@@ -15,9 +15,11 @@ matmuls; the bicubic resize and the SPD eigen-decompositions are not counted):
   multiscale_cnn  its CovPoolFER
   isr_fer         SR network + extractor + C
 
-Outputs: metrics/compare.json (DVC metrics: {"table": split -> method -> scale -> scores,
-"cost": method -> {params, flops}}), plots/compare/accuracy.csv and
-plots/compare/accuracy_vs_scale.png (every method), and an MLflow run.
+Outputs: metrics/compare.json ({"table": split -> method -> scale -> scores, "cost": method ->
+{params, flops}}), metrics/summary/<split>.json (the DVC metrics: mean accuracy over the LR
+scales per method), plots/compare/accuracy_<split>.csv (accuracy vs numeric scale, a column per
+method: what dvc.yaml's plots draw) and plots/compare/accuracy_vs_scale.png, and an MLflow run
+(each method's accuracy over step = scale, the table, the costs, those files).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from pathlib import Path
 from components.config import CompareConfig
 from components.data.store import PreparedStore, ScaledFaces
 from components.io import BadInput, atomic_write_text
-from components.metrics import accuracy_scores, plot_accuracy_vs_scale, write_accuracy_csv
+from components.metrics import (
+    accuracy_scores,
+    log_table_to_mlflow,
+    plot_accuracy_vs_scale,
+    write_accuracy_csvs,
+    write_summary_metrics,
+)
 from components.models.cost import model_cost
 from components.models.covpool import load_covpool
 from components.models.gmenet import load_gmenet
@@ -81,7 +89,6 @@ def compare(cfg: CompareConfig) -> dict:
         "isr_fer": lambda key, faces: predict_proba(teacher, faces if key == "x1" else super_resolve(isr, faces),
                                                     batch_size=256),
     }
-    rows = []
     for split, methods in table.items():
         keys = list(next(iter(methods.values())))
         data = ScaledFaces(cfg.prepared, split, keys)
@@ -91,17 +98,16 @@ def compare(cfg: CompareConfig) -> dict:
                 scores = accuracy_scores(data.labels, probs_of(key, data.faces[key]), len(store.classes))
                 scores.pop("confusion")
                 methods[method][key] = scores
-        rows += [{"split": split, "method": m, "scale": k, **s} for m, scales in methods.items()
-                 for k, s in scales.items()]
     costs = path_costs(cfg, store.meta["channels"], store.meta["hr_size"])
     result = {"table": table, "cost": costs}
     atomic_write_text(cfg.metrics, json.dumps(result, indent=2) + "\n")
+    summaries = write_summary_metrics(table, Path(cfg.summary))
     plots = Path(cfg.plots)
-    write_accuracy_csv(rows, plots / "accuracy.csv")
+    csvs = write_accuracy_csvs(table, plots)
     plot_accuracy_vs_scale(table, plots / "accuracy_vs_scale.png")
     with mlflow_run(cfg.experiment, "compare", params=asdict(cfg)):
-        mlflow.log_metrics({f"{r['split']}.{r['method']}.{r['scale']}.accuracy": r["accuracy"] for r in rows})
+        log_table_to_mlflow(table)
         mlflow.log_metrics({f"cost.{m}.{k}": v for m, c in costs.items() for k, v in c.items()})
-        mlflow.log_artifact(cfg.metrics)
-        mlflow.log_artifacts(str(plots), artifact_path="plots/compare")
+        for path in (Path(cfg.metrics), *summaries, *csvs, plots / "accuracy_vs_scale.png"):
+            mlflow.log_artifact(str(path))
     return result

@@ -8,10 +8,12 @@ split (components/metrics.py:fsr_g_scales), the bare teacher elsewhere, on
 every split, test included, by that one valid-chosen rule. Later methods (GME-Net) add their
 own rows through `method_columns`.
 
-Per split (valid, test) and scale: total accuracy and mean per-class accuracy.
-Outputs: metrics/evaluate.json (DVC metrics), plots/accuracy.csv (DVC plot data:
-split, method, scale, accuracy), plots/accuracy_vs_scale.png and
-plots/confusion/<split>_<method>_<scale>.png.
+Per split (valid, test) and scale: total accuracy and mean per-class accuracy (on a set with
+balanced classes, as the embedded default's, the two are equal).
+Outputs: metrics/evaluate.json (the whole table, read by register), plots/accuracy_<split>.csv
+(accuracy vs numeric scale, a column per method), plots/accuracy_vs_scale.png and
+plots/confusion/<split>_<method>_<scale>.png; in MLflow, each method's accuracy over step =
+scale, the table, and those files (nothing else of plots/).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from components.metrics import (
     G_ALWAYS,
     accuracy_scores,
     fsr_g_scales,
+    log_table_to_mlflow,
     plot_accuracy_vs_scale,
     plot_confusion,
-    write_accuracy_csv,
+    write_accuracy_csvs,
 )
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.rrdb import load_generator
@@ -97,8 +100,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     classes = cache.manifest["classes"]
     methods = method_columns(cfg, cache)
     table: dict = {}
-    rows = []
     plots = Path(cfg.plots)
+    figures = []
     for split in cfg.splits:
         if split not in cache.splits:
             continue
@@ -110,22 +113,19 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                 scores = accuracy_scores(labels, probs_of(cache, split, key), len(classes))
                 cm = scores.pop("confusion")
                 table[split][method][key] = scores
-                rows.append({"split": split, "method": method, "scale": key, **scores})
-                plot_confusion(cm, classes, f"{split} {method} {key}", plots / "confusion" / f"{split}_{method}_{key}.png")
+                figures.append(plots / "confusion" / f"{split}_{method}_{key}.png")
+                plot_confusion(cm, classes, f"{split} {method} {key}", figures[-1])
     if G_ALWAYS in methods:
         if "valid" not in table:
             raise BadInput(f"evaluate: {cfg.features} has no valid split to choose where G applies (splits: {sorted(table)})")
         served_fsr_column(table)
-        rows += [{"split": split, "method": "fsrfer", "scale": key, **scores}
-                 for split in table for key, scores in table[split]["fsrfer"].items()]
     atomic_write_text(Path(cfg.metrics), json.dumps(table, indent=2) + "\n")
-    write_accuracy_csv(rows, plots / "accuracy.csv")
+    csvs = write_accuracy_csvs(table, plots)
     plot_accuracy_vs_scale(table, plots / "accuracy_vs_scale.png")
     with mlflow_run(cfg.experiment, "evaluate", params=asdict(cfg)):
-        mlflow.log_metrics({f"{r['split']}.{r['method']}.{r['scale']}.{m}": r[m]
-                            for r in rows for m in ("accuracy", "mean_class_accuracy")})
-        mlflow.log_artifact(cfg.metrics)
-        mlflow.log_artifacts(str(plots), artifact_path="plots")
+        log_table_to_mlflow(table)
+        for path in (Path(cfg.metrics), *csvs, plots / "accuracy_vs_scale.png"):
+            mlflow.log_artifact(str(path))
+        for path in figures:
+            mlflow.log_artifact(str(path), artifact_path="confusion")
     return table
-
-

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -95,7 +96,10 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
         if client is not None:
             log_step_metrics(client, config["run_id"], metrics, done)
         if ctx.is_main and (done % progress_every == 0 or "valid_acc_mean" in metrics or done == task.iterations):
-            print(progress_line(config.get("name", "training"), task.iterations, start, metrics, logs), flush=True)
+            # to the process's own stdout: under Ray Train, print to sys.stdout is also copied into Train's
+            # logger, and the driver would show every line twice
+            print(progress_line(config.get("name", "training"), task.iterations, start, metrics, logs),
+                  file=sys.__stdout__ or sys.stdout, flush=True)
         if checkpointing:
             rngs = ctx.all_gather_object(torch.get_rng_state())
             ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done, "torch_rngs": rngs})

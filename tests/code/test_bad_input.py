@@ -471,28 +471,38 @@ def test_gan_training_refuses_a_feature_cache_without_a_valid_split(tmp_path):
 
 
 @pytest.mark.parametrize("section, text, problem", [
-    ("teacher", "epochs: ten", "teacher.epochs: expected a whole number, got 'ten'"),
-    ("teacher", "epochs: 2.5", "teacher.epochs: expected a whole number, got 2.5"),
-    ("teacher", "augment: maybe", "teacher.augment: expected true or false, got 'maybe'"),
-    ("teacher", "lr: fast", "teacher.lr: expected a number, got 'fast'"),
-    ("teacher", "conv_channels: 64", "teacher.conv_channels: expected a list, got 64"),
-    ("teacher", "conv_channels: [64, wide]", "teacher.conv_channels[1]: expected a whole number"),
-    ("tune", "sigma: [1.1]", "tune.sigma: expected 2 values, got [1.1]"),
-    ("evaluate", "fsr: 3", "evaluate.fsr: expected a string, got 3"),
+    ("teacher", "epochs: ten", "teacher.epochs: input should be a valid integer, got 'ten'"),
+    ("teacher", "epochs: 2.5", "teacher.epochs: input should be a valid integer, got 2.5"),
+    ("teacher", "epochs: 0", "teacher.epochs: must be positive, got 0"),
+    ("teacher", "augment: maybe", "teacher.augment: input should be a valid boolean, got 'maybe'"),
+    ("teacher", "augment: yes", "teacher.augment: input should be a valid boolean, got 'yes'"),  # YAML 1.2
+    ("teacher", "lr: fast", "teacher.lr: input should be a valid number, got 'fast'"),
+    ("teacher", "balance: lots", "teacher.balance: input should be 'weighted_loss', 'sampler' or 'none', got 'lots'"),
+    ("teacher", "conv_channels: 64", "teacher.conv_channels: input should be a valid array, got 64"),
+    ("teacher", "conv_channels: [64, wide]", "teacher.conv_channels[1]: input should be a valid integer, got 'wide'"),
+    ("teacher", "lr: [1e-3", "params.yaml: not valid YAML"),
+    ("prepare", "channels: 2", "prepare.channels: input should be 1 or 3, got 2"),
+    ("tune", "sigma: [1.1]", "tune.sigma[1]: field required, got [1.1]"),
+    ("evaluate", "fsr: 3", "evaluate.fsr: input should be a valid string, got 3"),
+    ("train_fsr", "loss_norm: l2", "train_fsr.loss_norm: input should be 'sum' or 'mean', got 'l2'"),
 ])
 def test_cli_refuses_values_of_the_wrong_type_naming_the_param(tmp_path, capsys, section, text, problem):
     params = tmp_path / "params.yaml"
-    params.write_text(f"{section}:\n  {text}\ntrain_fsr: {{}}\nray: {{}}\n")
+    params.write_text(f"{section}:\n  {text}\ntrain_fsr: {{}}\nray: {{}}\n" if section != "train_fsr" else
+                      f"{section}:\n  {text}\nray: {{}}\n")
     assert main([section, "--params", str(params)]) == 2
     assert problem in capsys.readouterr().err
 
 
-def test_yaml_1_1_exponent_strings_become_floats():
-    """PyYAML reads `lr: 1e-3` as the string '1e-3' (YAML 1.1); a float field gets the number."""
-    from components.config import TeacherConfig
+def test_params_are_read_as_yaml_1_2():
+    """`lr: 1e-3` is the number 0.001 (PyYAML's YAML 1.1 reads a string), and so are the --set values."""
+    from components.config import TeacherConfig, load_yaml, parse_overrides
 
-    cfg = build_config(TeacherConfig, "teacher", yaml.safe_load("lr: 1e-3\nweight_decay: 5e-4\n"))
+    cfg = build_config(TeacherConfig, "teacher", load_yaml("lr: 1e-3\nweight_decay: 5e-4\n", "params.yaml"))
     assert cfg.lr == 0.001 and isinstance(cfg.lr, float) and cfg.weight_decay == 0.0005
+    assert parse_overrides(["teacher.lr=1e-3", "teacher.augment=false"]) == {"teacher": {"lr": 0.001, "augment": False}}
+    with pytest.raises(BadInput, match=r"teacher.lr: input should be a valid number, got '1e-3'"):
+        build_config(TeacherConfig, "teacher", {"lr": "1e-3"})  # a quoted number stays a string: refused
 
 
 def test_params_sections_round_trip_through_the_loader(tmp_path):

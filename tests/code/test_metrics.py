@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from components.metrics import accuracy_scores, format_table, write_accuracy_csv
+from components.metrics import accuracy_scores, format_table, write_accuracy_csvs, write_summary_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,50 +36,57 @@ def test_the_markdown_table_shows_the_json_in_percent():
     table = {"valid": {"bicubic": {"x1": {"accuracy": 0.5}, "x2": {"accuracy": 0.25}},
                        "fsrfer": {"x1": {"accuracy": 0.5}, "x2": {"accuracy": 0.3333}}}}
     lines = format_table(table).splitlines()
-    assert lines[0] == "| valid | x1 | x2 |"
-    assert lines[2] == "| bicubic | 50.0 | 25.0 |" and lines[3] == "| fsrfer | 50.0 | 33.3 |"
+    assert lines[0] == "| valid | x1 | x2 | mean LR |"
+    assert lines[2] == "| bicubic | 50.0 | 25.0 | 25.0 |" and lines[3] == "| fsrfer | 50.0 | 33.3 | 33.3 |"
 
 
-def evaluate_plot_data() -> dict[str, dict]:
-    """dvc.yaml's plot data files of the evaluate stage (not its figures): path under the plots folder -> options."""
-    prefix = "${evaluate.plots}/"
-    out = {}
-    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]:
-        path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
-        assert path.startswith(prefix), path
-        if path.endswith((".csv", ".json", ".tsv", ".yaml")):
-            out[path[len(prefix):]] = options or {}
-    return out
+def top_level_plots() -> list[tuple[str, dict]]:
+    """dvc.yaml's top-level plots: (id, definition)."""
+    return [next(iter(entry.items())) for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]]
 
 
-def test_the_evaluate_csv_agrees_with_its_json(tiny_run):
-    """Every plot data file dvc.yaml declares for evaluate (plots/accuracy.csv) has the x and y columns
-    it names and one row per (split, method, scale) of the metrics JSON the stage wrote, none
-    missing or twice, each with that entry's numbers (to the 4 decimals written)."""
+def test_dvc_plots_draw_accuracy_against_a_numeric_scale_one_line_per_method():
+    """Each top-level plot: the linear template, x = the `scale` column, y = one column per method of a CSV
+    an evaluate or compare stage writes (as a cache: false output), axis labels."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    written = {path.replace("${evaluate.plots}", "plots").replace("${compare.plots}", "plots/compare")
+               for stage in ("evaluate", "compare") for out in dvc["stages"][stage]["outs"] for path in
+               ([out] if isinstance(out, str) else out)}
+    plots = top_level_plots()
+    assert {name for name, _ in plots} >= {"every method, valid split", "every method, test split"}
+    for name, spec in plots:
+        assert spec["template"] == "accuracy_vs_scale" and spec["x"] == "scale" and spec["x_label"] and spec["y_label"], name
+        (path, columns), = spec["y"].items()
+        assert path in written and path.endswith(".csv"), (name, path)
+        assert "bicubic" in columns and "fsrfer" in columns, (name, columns)
+    every = dict(plots)["every method, valid split"]["y"]["plots/compare/accuracy_valid.csv"]
+    assert every == ["bicubic", "fsrfer", "gmenet", "multiscale_cnn", "isr_fer"]
+
+
+def test_the_evaluate_csvs_agree_with_its_json(tiny_run):
+    """plots/accuracy_<split>.csv: a numeric scale column (1 = HR), then one column per method of the JSON,
+    every scale once, each with that entry's accuracy (to the 4 decimals written)."""
     metrics = json.loads((tiny_run.root / "metrics.json").read_text())
-    expected = {(split, method, key): scores for split, methods in metrics.items()
-                for method, scales in methods.items() for key, scores in scales.items()}
-    data = evaluate_plot_data()
-    assert list(data) == ["accuracy.csv"], data
-    for name, options in data.items():
-        with (tiny_run.root / "plots" / name).open() as f:
+    for split, methods in metrics.items():
+        with (tiny_run.root / "plots" / f"accuracy_{split}.csv").open() as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-        assert {options["x"], options["y"]} <= set(reader.fieldnames), (name, options, reader.fieldnames)
-        keys = [(row["split"], row["method"], row["scale"]) for row in rows]
-        assert len(keys) == len(set(keys)) and set(keys) == set(expected), (name, sorted(keys), sorted(expected))
+        assert reader.fieldnames == ["scale", *methods], reader.fieldnames
+        keys = list(next(iter(methods.values())))
+        assert [float(row["scale"]) for row in rows] == [float(k[1:]) for k in keys]
         for row, key in zip(rows, keys, strict=True):
-            for score, value in expected[key].items():
-                assert float(row[score]) == pytest.approx(value, abs=5e-5 + 1e-12), (name, key, score, row[score], value)
+            for method, scales in methods.items():
+                assert float(row[method]) == pytest.approx(scales[key]["accuracy"], abs=5e-5 + 1e-12), (split, key, method)
 
 
-def test_the_accuracy_csv_puts_each_score_in_its_own_column(tmp_path):
-    """On the balanced synthetic set accuracy equals mean_class_accuracy, so the tiny run cannot tell the
-    two columns apart: rows where they differ, written and read back by column name."""
-    rows = [{"split": "valid", "method": "bicubic", "scale": "x2", "accuracy": 0.61234, "mean_class_accuracy": 0.5},
-            {"split": "test", "method": "fsrfer", "scale": "x8", "accuracy": 0.25, "mean_class_accuracy": 0.19996}]
-    write_accuracy_csv(rows, tmp_path / "accuracy.csv")
-    with (tmp_path / "accuracy.csv").open() as f:
-        read = list(csv.DictReader(f))
-    assert [(r["split"], r["method"], r["scale"]) for r in read] == [("valid", "bicubic", "x2"), ("test", "fsrfer", "x8")]
-    assert [(float(r["accuracy"]), float(r["mean_class_accuracy"])) for r in read] == [(0.6123, 0.5), (0.25, 0.2)]
+def test_the_csvs_and_the_summary_of_a_table_worked_by_hand(tmp_path):
+    table = {"valid": {"bicubic": {"x1": {"accuracy": 0.9}, "x2": {"accuracy": 0.61234}, "x2.5": {"accuracy": 0.4}},
+                       "fsrfer": {"x1": {"accuracy": 0.9}, "x2": {"accuracy": 0.7}, "x2.5": {"accuracy": 0.5}},
+                       "fsrfer_g_always": {"x1": {"accuracy": 0.8}, "x2": {"accuracy": 0.7}, "x2.5": {"accuracy": 0.5}}}}
+    write_accuracy_csvs(table, tmp_path)
+    assert (tmp_path / "accuracy_valid.csv").read_text().splitlines() == [
+        "scale,bicubic,fsrfer,fsrfer_g_always", "1,0.9000,0.9000,0.8000", "2,0.6123,0.7000,0.7000",
+        "2.5,0.4000,0.5000,0.5000"]
+    write_summary_metrics(table, tmp_path)
+    summary = json.loads((tmp_path / "valid.json").read_text())
+    assert summary == {"mean_accuracy_lr_scales": {"bicubic": 0.5062, "fsrfer": 0.6}}  # x1 left out; G-always too

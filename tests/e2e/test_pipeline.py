@@ -242,6 +242,13 @@ def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run)
                 "dvc_lock_sha256", "param.sigma", "promotion_decision", "promotion_reason"):
         assert key in tags, key
     assert tags["promotion_decision"] == "promoted" and tags["promotion_compared_to"] == "none"
+    # every stage's MLflow run, whatever its experiment, is tagged with the flow run it ran in
+    client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.pipeline_run = '{first_run['flow_run'].name}'")
+    assert {r.info.run_name for r in runs} >= {"teacher", "train_fsr", "evaluate", "register-fsrfer"}, \
+        sorted(r.info.run_name for r in runs)
+    assert all(r.data.tags.get("mlflow.source.git.commit") == r.data.tags.get("git_commit") for r in runs)
 
 
 def test_a_killed_stage_is_retried_and_nothing_else_runs_twice(first_run):

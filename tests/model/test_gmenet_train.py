@@ -208,7 +208,8 @@ def test_compare_adds_the_gmenet_and_yardstick_columns_and_the_cost_of_each_path
         result = compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
                                        teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
                                        multiscale_cnn=str(yardsticks.multiscale_cnn), isr=str(yardsticks.isr),
-                                       metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
+                                       metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots"),
+                                       summary=str(tmp_path / "summary")))
     finally:
         mp.undo()
     evaluated = json.loads((tiny_run.root / "metrics.json").read_text())
@@ -240,8 +241,25 @@ def test_compare_adds_the_gmenet_and_yardstick_columns_and_the_cost_of_each_path
     assert cost["isr_fer"]["flops"] > cost["bicubic"]["flops"]
     assert all(c["flops"] > 0 and c["params"] > 0 for c in cost.values())
     assert (tmp_path / "plots" / "accuracy_vs_scale.png").stat().st_size > 0
-    assert {"gmenet", "multiscale_cnn", "isr_fer"} <= {line.split(",")[1] for line in
-                                                       (tmp_path / "plots" / "accuracy.csv").read_text().splitlines()}
+    for split, methods in written["table"].items():
+        # the plot data: numeric scale, a column per method; the summary: mean over the LR scales per method
+        lines = (tmp_path / "plots" / f"accuracy_{split}.csv").read_text().splitlines()
+        assert lines[0] == "scale,bicubic,gmenet,multiscale_cnn,isr_fer" and [row.split(",")[0] for row in lines[1:]] == \
+            ["1", "2", "4", "8"]
+        assert float(lines[-1].split(",")[2]) == pytest.approx(methods["gmenet"]["x8"]["accuracy"], abs=5e-5)
+        summary = json.loads((tmp_path / "summary" / f"{split}.json").read_text())["mean_accuracy_lr_scales"]
+        assert list(summary) == ["bicubic", "gmenet", "multiscale_cnn", "isr_fer"]
+        assert summary["gmenet"] == pytest.approx(np.mean([methods["gmenet"][k]["accuracy"] for k in ("x2", "x4", "x8")]),
+                                                  abs=5e-5)
+    # MLflow: each method's accuracy as a curve over step = scale, the table, and only the intended files
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("fsrfer-evaluate").experiment_id])[0]
+    curve = client.get_metric_history(run.info.run_id, "valid.gmenet.accuracy")
+    assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == \
+        [(int(k[1:]), written["table"]["valid"]["gmenet"][k]["accuracy"]) for k in ("x1", "x2", "x4", "x8")]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "compare.json", "valid.json", "test.json", "accuracy_valid.csv", "accuracy_test.csv", "accuracy_vs_scale.png",
+        "accuracy_table.json"}
 
 
 def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, yardsticks, tiny_run, tmp_path):

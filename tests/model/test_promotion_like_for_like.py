@@ -47,6 +47,33 @@ def test_a_version_records_the_data_it_was_trained_and_validated_on(registry_cop
     assert tags["data.classes"].split(",") == store.classes
 
 
+def test_a_version_has_a_model_card_and_a_logged_model_with_its_data_and_metrics(registry_copy, tiny_run):
+    """What a reviewer sees on the version page: a description (what it is, data, accuracy per scale on valid
+    beside bicubic, lineage, how to call it); the LoggedModel is named after the model, with the train and
+    valid splits as MLflow datasets (name, digest, source) and its valid metrics attached with that dataset."""
+    version = registry_copy.get_model_version_by_alias("fsrfer", "champion")
+    card, tags = version.description, version.tags
+    assert card.startswith(f"# fsrfer v{version.version}\n") and "FSR-FER" in card
+    assert "| accuracy (%) | x2 | x4 | x8 |" in card
+    for label, prefix in (("fsrfer valid", "valid_acc_"), ("bicubic valid", "bicubic_valid_acc_")):
+        row = " | ".join(f"{100 * float(tags[f'{prefix}{k}']):.1f}" for k in ("x2", "x4", "x8"))
+        assert f"| {label} | {row} |" in card, (label, row)
+    assert tags["data.train_sha256"] in card and 'load_model("models:/fsrfer@champion")' in card
+    assert version.source.startswith("models:/m-")  # the sqlite registry links a version to its LoggedModel by source
+    model = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    assert model.name == "fsrfer"
+    store = PreparedStore(tiny_run.prepared)
+    run = registry_copy.get_run(version.run_id)
+    datasets = {(d.dataset.name, d.dataset.digest, d.dataset.source) for d in run.inputs.dataset_inputs}
+    for split in ("train", "valid"):
+        assert any(name == f"rafdb-{split}" and digest == store.split_sha256(split)[:16] and
+                   str(store.root.resolve()) in source for name, digest, source in datasets), (split, datasets)
+    metrics = {m.key: m for m in model.metrics}
+    assert metrics["valid_acc_mean"].value == pytest.approx(float(tags["valid_acc_mean"]))
+    assert metrics["valid_acc_x8"].dataset_name == "rafdb-valid"
+    assert metrics["valid_acc_x8"].dataset_digest == store.split_sha256("valid")[:16]
+
+
 def test_better_numbers_on_other_faces_do_not_take_the_champion(registry_copy):
     champion = registry_copy.get_model_version_by_alias("fsrfer", "champion")
     better = {k: "0.999" for k in champion.tags if k.startswith("valid_acc_")}

@@ -39,7 +39,7 @@ def test_evaluate_writes_metrics_and_plots(tiny_run):
     """The metrics JSON is the table the stage returned; the figures dvc.yaml lists are real PNGs: the
     accuracy figure one panel per split with one line per method of the JSON (in the figure's colour
     cycle), a confusion matrix per split, computed method and scale, and nothing else in that folder.
-    (The plot data, plots/accuracy.csv, against the JSON: tests/code/test_metrics.py.)"""
+    (The plot data, plots/accuracy_<split>.csv, against the JSON: tests/code/test_metrics.py.)"""
     metrics = json.loads((tiny_run.root / "metrics.json").read_text())
     assert metrics == tiny_run.table
     assert set(metrics) == {"valid", "test"}
@@ -68,7 +68,8 @@ def test_evaluate_writes_metrics_and_plots(tiny_run):
     for name in promised:
         height, width = read_png(plots / "confusion" / name).shape[:2]
         assert 300 <= height <= 600 and 300 <= width <= 600, (name, height, width)  # 4.5 x 4 in at 100 dpi
-    assert {p.name for p in plots.iterdir()} == {"accuracy.csv", "accuracy_vs_scale.png", "confusion"}
+    assert {p.name for p in plots.iterdir()} == {"accuracy_valid.csv", "accuracy_test.csv", "accuracy_vs_scale.png",
+                                                 "confusion"}
 
 
 def test_teacher_is_logged_to_mlflow(tiny_run):
