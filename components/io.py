@@ -63,9 +63,6 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file's bytes (hashlib.file_digest: read in chunks, never whole)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
