@@ -27,6 +27,7 @@ from components.io import atomic_file
 from components.metrics import format_table
 from components.tracking import PIPELINE_RUN_ENV
 
+TQDM_BAR = re.compile(r"^[^|]*\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]")  # "teacher:  53%|█████▎    | 8/15 [05:57<04:04, 34.93s/epoch]"
 DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
              "Use `dvc push` to send your updates")  # DVC's per-stage advice: noise in a flow's log
 BAD_INPUT_EXIT = 2  # `fsrfer` exits 2 on bad input (components/cli.py): retrying cannot help
@@ -155,6 +156,7 @@ def dvc_stage(project: Path, stage: str) -> str:
                           env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         for raw in proc.stdout:  # bytes, split on \n only: a progress bar's \r updates stay on one line
             line = raw.decode(errors="replace").rstrip().rsplit("\r", 1)[-1]  # its last state
+            line = TQDM_BAR.sub("", line)  # a bar the stage's own line was written after: the line alone
             if line and not line.lstrip().startswith(DVC_HINTS):
                 lines.append(line)
                 logger.info("%s | %s", stage, line[:1000])

@@ -98,3 +98,16 @@ def test_stage_order_comes_from_dvc_yaml():
     assert gme.index("evaluate") < gme.index("compare") and "register" not in gme
     with pytest.raises(ValueError, match="no stage 'nope'"):
         stages_for(REPO, "nope")
+
+
+def test_a_stage_line_written_after_a_progress_bar_reaches_the_flow_log_alone():
+    """What dvc_stage logs of a stage's output line (after taking the last \\r state): tqdm's bar is cut
+    off the stage's own line, a bare bar is dropped (empty), anything else is kept as it is."""
+    from flows.pipeline import TQDM_BAR
+
+    bar = "teacher:  53%|█████▎    | 8/15 [05:57<04:04, 34.93s/epoch]"
+    assert TQDM_BAR.sub("", bar + "teacher epoch 9/15: loss 1.0543, valid accuracy 0.6875") == \
+        "teacher epoch 9/15: loss 1.0543, valid accuracy 0.6875"
+    assert TQDM_BAR.sub("", "features: 100%|██████████| 3/3 [00:01<00:00,  2.10it/s]") == ""
+    for kept in ("gme_train iteration 150/3000 (5%), 2.92 it/s: l_ce 1.667", "| valid | x1 | x2 |", "a | b 3/4 [c]"):
+        assert TQDM_BAR.sub("", kept) == kept
