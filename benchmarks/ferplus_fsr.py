@@ -20,7 +20,7 @@ import torch
 torch.set_num_threads(1)
 from dataclasses import asdict, replace
 
-from components.config import FSRConfig
+from components.config import FSRConfig, load_yaml
 from components.data.feature_cache import FeatureCache
 from components.models.covpool import load_covpool
 from components.models.rrdb import load_generator
@@ -30,7 +30,7 @@ from components.training.fsr import PairedFeatures, fsr_accuracy_per_scale
 its, root = int(sys.argv[1]), sys.argv[2]
 extra = [a for a in sys.argv[3:] if "=" not in a]  # key=value arguments override the config below (e.g. loss_norm=sum)
 tuned = json.loads(Path(extra[0]).read_text())["best"] if extra else {}
-overrides = {k: (v if k == "loss_norm" else float(v)) for k, v in (a.split("=", 1) for a in sys.argv[3:] if "=" in a)}
+overrides = {k: load_yaml(v, f"{k}={v}") for k, v in (a.split("=", 1) for a in sys.argv[3:] if "=" in a)}  # YAML 1.2 values
 cfg = FSRConfig(features=f"{root}/data/features", teacher=f"{root}/models/teacher.pt", channels=8, growth=8, blocks=1,
                 dense_residual=True, loss_norm="mean", w_gan=0.1, w_percep=10.0, w_feat=0.01, lr=1e-3, iterations=its,
                 milestones=(int(its * 2 / 3),), batch_size=32, seed=0, checkpoint_every=its, eval_every=its // 3,
