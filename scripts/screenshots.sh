@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 OUT="${1:-screenshots}" MODEL="${2:-fsrfer}" VERSION="${3:-}"
 mkdir -p "$OUT" .cache/vega
+OUT=$(realpath "$OUT")
 shot() {  # URL PNG: a 1500x1100 headless screenshot once the page's scripts have run
   chromium --headless --no-sandbox --disable-gpu --allow-file-access-from-files --hide-scrollbars \
     --window-size=1500,1100 --virtual-time-budget=20000 --screenshot="$2" "$1" 2>/dev/null
@@ -27,7 +28,7 @@ template="$OUT/.dvc_template.html"
   for name in vega vega-lite vega-embed; do echo "<script src=\"file://$PWD/.cache/vega/$name.min.js\"></script>"; done
   echo '</head><body>{plot_divs}</body></html>'; } > "$template"
 dvc plots show --html-template "$template" -o "$OUT/dvc_plots" >/dev/null
-shot "file://$PWD/$OUT/dvc_plots/index.html" "$OUT/dvc_plots.png"
+shot "file://$OUT/dvc_plots/index.html" "$OUT/dvc_plots.png"
 
 # the MLflow registry page of the version (the UI server on a free port, stopped after)
 uri="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlruns/mlflow.db}"
