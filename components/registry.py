@@ -266,8 +266,8 @@ def model_card(name: str, version: int | str, entry: str, store: PreparedStore, 
     return "\n".join([
         f"# {name} v{version}", "", WHAT_IT_IS.get(entry.removesuffix(".py"), entry), "",
         f"**Data**: {meta.get('dataset', '?')} faces prepared at {meta['hr_size']} px, {meta['channels']} channel(s), "
-        f"classes {', '.join(store.classes)}; LR faces are MATLAB-bicubic downscales at x{', x'.join(scales)} "
-        f"(scales {', '.join(s[1:] for s in scales)}). Selected and gated on the valid split only.", "",
+        f"classes {', '.join(store.classes)}; LR faces are MATLAB-bicubic downscales at {', '.join(scales)}. "
+        "Selected and gated on the valid split only.", "",
         *table, "", f"Mean over the LR scales on valid: {100 * float(tags[f'{METRIC_PREFIX}mean']):.1f}%.", "",
         f"**Lineage**: {lineage}." if lineage else "", "",
         "**Call it**: `mlflow.pyfunc.load_model(\"models:/" + name + "@champion\")` (tracking URI "

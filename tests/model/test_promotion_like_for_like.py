@@ -54,7 +54,7 @@ def test_a_version_has_a_model_card_and_a_logged_model_with_its_data_and_metrics
     version = registry_copy.get_model_version_by_alias("fsrfer", "champion")
     card, tags = version.description, version.tags
     assert card.startswith(f"# fsrfer v{version.version}\n") and "FSR-FER" in card
-    assert "| accuracy (%) | x2 | x4 | x8 |" in card
+    assert "| accuracy (%) | x2 | x4 | x8 |" in card and "downscales at x2, x4, x8." in card
     for label, prefix in (("fsrfer valid", "valid_acc_"), ("bicubic valid", "bicubic_valid_acc_")):
         row = " | ".join(f"{100 * float(tags[f'{prefix}{k}']):.1f}" for k in ("x2", "x4", "x8"))
         assert f"| {label} | {row} |" in card, (label, row)
