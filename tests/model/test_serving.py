@@ -173,3 +173,29 @@ def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
     client = mlflow.MlflowClient(registered_fsrfer.uri)
     served = mlflow.pyfunc.load_model(client.get_model_version_download_uri("fsrfer", "1")).unwrap_python_model()
     assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp" and served.cfg.scales == (2.0, 4.0, 8.0)
+
+
+def test_the_readme_python_snippet_runs_as_pasted(registered_fsrfer, tmp_path):
+    """README's "Python" snippet, cut from README.md and run as a user would: from a project folder with
+    the registry at mlruns/mlflow.db and the embedded default's photos under data/raw/synthetic (here the
+    registered tiny run's), in a fresh interpreter. It prints the photo as one face (a row with a label)
+    and every face found in it."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = re.search(r"python - <<'PY'\n(.*?)\n\s*PY\n", readme, re.S).group(1)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(registered_fsrfer.root / "mlflow.db", tmp_path / "mlruns" / "mlflow.db")
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "synthetic").symlink_to(registered_fsrfer.raw)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out = subprocess.run([sys.executable, "-c", "\n".join(line[4:] for line in snippet.splitlines())], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("label") == 2 and "box_x" in out.stdout, out.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written beside the project's store
