@@ -44,7 +44,7 @@ def test_bad_input_fails_the_flow_without_a_retry(project):
     state = train_fsrfer(project_dir=str(project), overrides={"prepare.channels": 2}, return_state=True)
 
     assert state.is_failed(), state
-    problem = "prepare.channels: must be 1 or 3, got 2"  # components/config.py's words, via `fsrfer prepare`
+    problem = "prepare.channels: input should be 1 or 3, got 2"  # the config validation's words, via `fsrfer prepare`
     assert "dvc stage 'prepare' failed with exit code 2" in state.message, state.message
     assert f"fsrfer prepare: error: {problem}" in state.message, state.message
 
