@@ -27,6 +27,7 @@ from components.io import atomic_file
 from components.metrics import format_table
 from components.tracking import PIPELINE_RUN_ENV
 
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # e.g. Ray's "\x1b[36m(RayTrainWorker pid=1)\x1b[0m"
 TQDM_BAR = re.compile(r"^[^|]*\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]")  # "teacher:  53%|█████▎    | 8/15 [05:57<04:04, 34.93s/epoch]"
 DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
              "Use `dvc push` to send your updates")  # DVC's per-stage advice: noise in a flow's log
@@ -156,7 +157,7 @@ def dvc_stage(project: Path, stage: str) -> str:
                           env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         for raw in proc.stdout:  # bytes, split on \n only: a progress bar's \r updates stay on one line
             line = raw.decode(errors="replace").rstrip().rsplit("\r", 1)[-1]  # its last state
-            line = TQDM_BAR.sub("", line)  # a bar the stage's own line was written after: the line alone
+            line = TQDM_BAR.sub("", ANSI_COLOUR.sub("", line))  # no colour codes (Ray's prefixes), no tqdm bar
             if line and not line.lstrip().startswith(DVC_HINTS):
                 lines.append(line)
                 logger.info("%s | %s", stage, line[:1000])

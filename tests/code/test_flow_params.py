@@ -109,5 +109,9 @@ def test_a_stage_line_written_after_a_progress_bar_reaches_the_flow_log_alone():
     assert TQDM_BAR.sub("", bar + "teacher epoch 9/15: loss 1.0543, valid accuracy 0.6875") == \
         "teacher epoch 9/15: loss 1.0543, valid accuracy 0.6875"
     assert TQDM_BAR.sub("", "features: 100%|██████████| 3/3 [00:01<00:00,  2.10it/s]") == ""
+    from flows.pipeline import ANSI_COLOUR
+
+    assert ANSI_COLOUR.sub("", "\x1b[36m(RayTrainWorker pid=7)\x1b[0m train_fsr iteration 75/1500") == \
+        "(RayTrainWorker pid=7) train_fsr iteration 75/1500"
     for kept in ("gme_train iteration 150/3000 (5%), 2.92 it/s: l_ce 1.667", "| valid | x1 | x2 |", "a | b 3/4 [c]"):
         assert TQDM_BAR.sub("", kept) == kept
