@@ -80,14 +80,14 @@ def test_teacher_and_student_run_on_two_workers_and_report(gme_runs):
 def test_a_run_prints_a_progress_line_every_twentieth_of_its_iterations(gme_teacher_run, capfd):
     """What a person watching the stage (terminal, DVC, the Prefect flow log) sees while it trains."""
     root, _, student_cfg = gme_teacher_run
-    cfg = replace(student_cfg, iterations=40, checkpoint_every=40, eval_every=20, out=str(root / "progress.pt"),
+    cfg = replace(student_cfg, iterations=20, checkpoint_every=20, eval_every=10, out=str(root / "progress.pt"),
                   run_name="progress")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         train_gmenet(cfg, runner="local")
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("progress iteration ")]
-    assert [int(re.match(r"progress iteration (\d+)/40 \(\d+%\), [\d.]+ it/s: ", line)[1]) for line in lines] == \
-        list(range(2, 41, 2))
+    assert [int(re.match(r"progress iteration (\d+)/20 \(\d+%\), [\d.]+ it/s: ", line)[1]) for line in lines] == \
+        list(range(1, 21))
     assert all("l_ce " in line and "l_at " in line for line in lines)
     assert [line for line in lines if "valid_acc_mean " in line] == [lines[9], lines[19]]  # at each validation
 
