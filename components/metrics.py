@@ -9,7 +9,6 @@ accuracy over the LR scales per method), `format_table` (the main job's last lin
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,21 +151,17 @@ def write_summary_metrics(table: dict, folder: Path) -> list[Path]:
     return paths
 
 
-def log_table_to_mlflow(table: dict, prefix: str = "") -> None:
+def log_table_to_mlflow(table: dict) -> None:
     """Into the active MLflow run: each (split, method) accuracy as one metric over step = scale (a curve;
     integer scales only: MLflow steps are integers), and the whole table (every scale and score) as
     accuracy_table.json."""
     import mlflow
     import pandas as pd
-    from mlflow.entities import Metric
 
-    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"{prefix}{split}.{method}.accuracy", scales[k]["accuracy"], now, int(scale_of(k)))
-               for split, methods in table.items() for method, scales in methods.items() for k in scales
-               if scale_of(k).is_integer()]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    keys = {k for methods in table.values() for scales in methods.values() for k in scales}
+    for key in sorted(k for k in keys if scale_of(k).is_integer()):
+        mlflow.log_metrics({f"{split}.{method}.accuracy": scales[key]["accuracy"] for split, methods in table.items()
+                            for method, scales in methods.items() if key in scales}, step=int(scale_of(key)))
     rows = [{"split": split, "method": method, "scale": scale_of(k), **scores}
             for split, methods in table.items() for method, scales in methods.items() for k, scores in scales.items()]
     mlflow.log_table(pd.DataFrame(rows), artifact_file="accuracy_table.json")

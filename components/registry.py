@@ -41,6 +41,7 @@ import numpy as np
 from components.config import PromoteConfig, PromotionRule
 from components.data.store import PreparedStore
 from components.io import BadInput, atomic_write_text
+from components.metrics import mean_lr_accuracy
 from components.serving.fsrfer import (
     DEFAULT_PARAMS,
     ServingConfig,
@@ -217,7 +218,7 @@ def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
                 tags[f"{prefix}{key}"] = f"{row['accuracy']:.6f}"
         for key, row in table.get(split, {}).get("bicubic", {}).items():
             tags[f"bicubic_{prefix}{key}"] = f"{row['accuracy']:.6f}"
-    tags[f"{METRIC_PREFIX}mean"] = f"{np.mean([table['valid'][method][k]['accuracy'] for k in lr_scales]):.6f}"
+    tags[f"{METRIC_PREFIX}mean"] = f"{mean_lr_accuracy(table['valid'][method]):.6f}"
     tags["scales"] = ",".join(lr_scales)
     return tags
 
@@ -319,7 +320,6 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
 
     with mlflow_run(cfg.experiment, f"register-{cfg.model_name}", params=asdict(cfg)) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)})
         run_tags = mlflow.get_run(run.info.run_id).data.tags
         info = mlflow.pyfunc.log_model(
             name=cfg.model_name,
@@ -333,14 +333,14 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
         for key in ("git_commit", "dvc_lock_sha256"):
             if key in run_tags:
                 tags[key] = run_tags[key]
-        # the data it was trained and validated on, and its validation metrics on the LoggedModel with that dataset
+        # the data it was trained and validated on; its validation metrics, on the run and on the LoggedModel
+        # with that dataset
         valid = prepared_dataset(store, "valid")
         model_input = mlflow.entities.LoggedModelInput(info.model_id)
         mlflow.log_input(prepared_dataset(store, "train"), context="training", model=model_input)
         mlflow.log_input(valid, context="validation", model=model_input)
-        for key, value in tags.items():
-            if key.startswith(METRIC_PREFIX):
-                mlflow.log_metric(key, float(value), model_id=info.model_id, dataset=valid)
+        mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)},
+                           model_id=info.model_id, dataset=valid)
         version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
         client = mlflow.MlflowClient(tracking_uri())
         client.update_model_version(cfg.model_name, version.version,
