@@ -279,7 +279,8 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, yar
         compare(CompareConfig(prepared=str(tiny_run.prepared), evaluate=str(tiny_run.root / "metrics.json"),
                               teacher=str(tiny_run.teacher), fsr="", gmenet=str(root / "gmenet.pt"),
                               multiscale_cnn=str(yardsticks.multiscale_cnn), isr=str(yardsticks.isr),
-                              metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots")))
+                              metrics=str(tmp_path / "compare.json"), plots=str(tmp_path / "plots"),
+                              summary=str(tmp_path / "summary")))
         cfg = RegisterGMEConfig(prepared=str(tiny_run.prepared), gmenet=str(root / "gmenet.pt"),
                                 metrics=str(tmp_path / "compare.json"), out=str(tmp_path / "gmenet.json"),
                                 experiment="test-register")
