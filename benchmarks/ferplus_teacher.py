@@ -43,7 +43,7 @@ def main() -> None:
         subprocess.run(fsrfer + ["prepare"], cwd=work, env=env, check=True)
     summary = work / f"{args.name}.json"
     stage = args.stage
-    overrides = [f"{stage}.out=models/{args.name}.pt", f"{stage}.experiment=ferplus-teacher-levers"] + args.set
+    overrides = [f"{stage}.out=models/{args.name}.pt", "mlflow.experiment=ferplus-teacher-levers"] + args.set
     subprocess.run(fsrfer + [stage, "--summary", str(summary)] + [a for o in overrides for a in ("--set", o)],
                    cwd=work, env=env, check=True)
     result = json.loads(summary.read_text())

@@ -3,8 +3,9 @@
 Stages never read params.yaml themselves: the CLI (or a flow, through DVC) loads the section into
 the stage's dataclass with `load_stage_config` and hands it over. Settings several stages share
 are written once, in their own section, and inherited by the configs that read them: [ray]
-(RayConfig: Ray Train resources of train_fsr, gme_teacher, gme_train) and [gme_net]
-(GMENetConfig: GME-Net's design, for its HR teacher and LR student). Unknown keys, a shared key
+(RayConfig: Ray Train resources of train_fsr, gme_teacher, gme_train), [gme_net]
+(GMENetConfig: GME-Net's design, for its HR teacher and LR student) and [mlflow] (TrackingConfig:
+the one experiment every stage of a dataset's pipeline logs its run to). Unknown keys, a shared key
 repeated in a stage section, and bad values raise BadInput naming the parameter.
 
 params.yaml is read as YAML 1.2 (`load_yaml`: `1e-3` is a number, `yes` a string) and each
@@ -116,11 +117,20 @@ class GMENetConfig:
     dropout: float = 0.3
 
 
-SHARED_SECTIONS = {"ray": RayConfig, "gme_net": GMENetConfig}
+@dataclass(frozen=True)
+class TrackingConfig:
+    """params.yaml [mlflow]: where every stage that logs to MLflow puts its run. One experiment per
+    dataset (a profile names its own); the stages' runs in it are told apart by run name and tied to
+    the pipeline run they ran in by the `pipeline_run` tag (components/tracking.py)."""
+
+    experiment: str = "fsrfer-default"  # the MLflow experiment every stage's run goes to
+
+
+SHARED_SECTIONS = {"ray": RayConfig, "gme_net": GMENetConfig, "mlflow": TrackingConfig}
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(TrackingConfig):
     section: typing.ClassVar[str] = "teacher"  # the params.yaml section errors name
     prepared: str = "data/prepared"
     out: str = "models/teacher.pt"
@@ -143,7 +153,6 @@ class TeacherConfig:
     warmup: float = 0.3  # onecycle: share of the steps spent warming up to lr
     seed: int = 0
     device: str = "auto"
-    experiment: str = "fsrfer-teacher"
 
     def __post_init__(self) -> None:
         sec = self.section
@@ -178,7 +187,7 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
-class FSRTuneConfig:
+class FSRTuneConfig(TrackingConfig):
     enabled: bool = False
     out: str = "models/tuned_fsr.json"
     # search ranges (uniform); the paper's values: sigma 1.5, r 1, k 2, p 6
@@ -199,7 +208,6 @@ class FSRTuneConfig:
     driver_cpus: float = 0.5  # the trial's driver (it only waits on its TorchTrainer)
     seed: int = 0
     run_name: str = "tune_fsr"
-    experiment: str = "fsrfer-tune"
 
     def __post_init__(self) -> None:
         for name in SEARCHED:
@@ -216,7 +224,7 @@ class FSRTuneConfig:
 
 
 @dataclass(frozen=True)
-class FSRConfig(RayConfig):
+class FSRConfig(RayConfig, TrackingConfig):
     features: str = "data/features"
     teacher: str = "models/teacher.pt"
     out: str = "models/fsr.pt"
@@ -248,7 +256,6 @@ class FSRConfig(RayConfig):
     checkpoint_every: int = 1000
     eval_every: int = 1000
     run_name: str = "train_fsr"
-    experiment: str = "fsrfer-train"
     tuned: str = ""  # the tune stage's result: its best sigma, r, k, p replace the values above
 
     def __post_init__(self) -> None:
@@ -268,18 +275,17 @@ class FSRConfig(RayConfig):
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(TrackingConfig):
     features: str = "data/features"
     teacher: str = "models/teacher.pt"
     fsr: str = "models/fsr.pt"  # "" leaves the FSR-FER column out
     metrics: str = "metrics/evaluate.json"
     plots: str = "plots"
     splits: tuple[str, ...] = ("valid", "test")
-    experiment: str = "fsrfer-evaluate"
 
 
 @dataclass(frozen=True)
-class RegisterConfig:
+class RegisterConfig(TrackingConfig):
     prepared: str = "data/prepared"
     features: str = "data/features"
     teacher: str = "models/teacher.pt"
@@ -287,11 +293,10 @@ class RegisterConfig:
     metrics: str = "metrics/evaluate.json"
     out: str = "registry/fsrfer.json"
     model_name: str = "fsrfer"
-    experiment: str = "fsrfer-register"
 
 
 @dataclass(frozen=True)
-class GMETrainConfig(GMENetConfig, RayConfig):
+class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
     prepared: str = "data/prepared"
     teacher: str = ""  # "" trains the HR teacher; else the frozen teacher the LR student distils from
     out: str = "models/gmenet.pt"
@@ -308,7 +313,6 @@ class GMETrainConfig(GMENetConfig, RayConfig):
     checkpoint_every: int = 500
     eval_every: int = 500
     run_name: str = "gme_train"
-    experiment: str = "fsrfer-gmenet"
 
     def __post_init__(self) -> None:
         RayConfig.__post_init__(self)
@@ -331,11 +335,10 @@ class MultiscaleCNNConfig(TeacherConfig):
     section: typing.ClassVar[str] = "multiscale_cnn"
     out: str = "models/multiscale_cnn.pt"
     init: str = ""  # a CovPoolFER file of the same design to start from (the teacher: fine-tuning); "" = from scratch
-    experiment: str = "fsrfer-baselines"
 
 
 @dataclass(frozen=True)
-class ISRConfig:
+class ISRConfig(TrackingConfig):
     """The `isr_fer` yardstick: an image super-resolution network (components/models/isr.py), one
     for every scale, trained with L1 on the prepared (bicubic-upscaled LR, HR) pairs; the compare
     stage feeds its output to the frozen teacher.
@@ -354,7 +357,6 @@ class ISRConfig:
     lr: float = 5e-4
     seed: int = 0
     device: str = "auto"
-    experiment: str = "fsrfer-baselines"
 
     def __post_init__(self) -> None:
         for name in ("channels", "blocks", "iterations", "batch_size"):
@@ -366,7 +368,7 @@ class ISRConfig:
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(TrackingConfig):
     prepared: str = "data/prepared"
     evaluate: str = "metrics/evaluate.json"  # the evaluate stage's table
     teacher: str = "models/teacher.pt"
@@ -377,17 +379,15 @@ class CompareConfig:
     metrics: str = "metrics/compare.json"
     summary: str = "metrics/summary"  # <split>.json: mean accuracy over the LR scales per method (dvc metrics show)
     plots: str = "plots/compare"
-    experiment: str = "fsrfer-evaluate"
 
 
 @dataclass(frozen=True)
-class RegisterGMEConfig:
+class RegisterGMEConfig(TrackingConfig):
     prepared: str = "data/prepared"
     gmenet: str = "models/gmenet.pt"
     metrics: str = "metrics/compare.json"  # the compare stage's table (GME-Net's column)
     out: str = "registry/gmenet.json"
     model_name: str = "gmenet"
-    experiment: str = "fsrfer-register"
 
 
 @dataclass(frozen=True)

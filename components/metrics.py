@@ -16,18 +16,19 @@ import numpy as np
 from components.io import atomic_file, atomic_write_text
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = true class, columns = predicted class."""
-    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
 def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
-    """Total accuracy, mean per-class accuracy (over classes present) and the confusion matrix."""
-    cm = confusion_matrix(labels, probs.argmax(1), num_classes)
-    per_class = np.diag(cm) / np.maximum(cm.sum(1), 1)
-    present = cm.sum(1) > 0
-    return {"accuracy": float(np.diag(cm).sum() / max(cm.sum(), 1)),
-            "mean_class_accuracy": float(per_class[present].mean()) if present.any() else 0.0,
+    """Total accuracy, mean per-class accuracy (recall averaged over the classes present: equal to the
+    accuracy when every class has as many faces, as in the embedded default) and the (K, K) confusion
+    matrix (rows = true class, columns = predicted class), by scikit-learn."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
+
+    predictions = probs.argmax(1)
+    cm = confusion_matrix(labels, predictions, labels=np.arange(num_classes))
+    if len(labels) == 0:
+        return {"accuracy": 0.0, "mean_class_accuracy": 0.0, "confusion": cm}
+    return {"accuracy": float(accuracy_score(labels, predictions)),
+            "mean_class_accuracy": float(recall_score(labels, predictions, labels=np.unique(labels), average="macro",
+                                                      zero_division=0)),
             "confusion": cm}
 
 

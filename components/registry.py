@@ -5,12 +5,17 @@ model is logged as a pyfunc from code (components/serving/<entry>) with its arti
 signature and an input example (a real LR face of the test split at the largest scale),
 and registered as a new version with alias `challenger` and its tags.
 
-Every registered version carries its validation metrics as version tags
-(`valid_acc_x2` ... one per LR scale, `valid_acc_mean` over them), what it was trained and
-validated on (`data.dataset`, `data.classes`, `data.hr_size`, `data.channels`,
-`data.train_sha256`, `data.valid_sha256`: hashes of the prepared split's arrays), data and
-code identity (`data_sha256`, `teacher_sha256`, `dvc_lock_sha256`, `git_commit`) and the
-training params (`param.<name>`).
+A registered version's tags are its identity and lineage only: what it was trained and
+validated on (`data.dataset`, `data.train_sha256`, `data.valid_sha256`: hashes of the
+prepared split's arrays), the files it was made from (`data_sha256`, `teacher_sha256`,
+`generator_sha256` or `model_sha256`), the code and pipeline state (`git_commit`,
+`dvc_lock_sha256`, `pipeline_run`) and, from the flows, the kept run state (`run_ref`,
+`run_commit`) and the promotion decision. Its numbers live on its registration run (the
+version's `run_id`): metrics `valid_acc_x2` ... one per LR scale, `valid_acc_mean` over them,
+`test_acc_*` and the bicubic baseline's `bicubic_*`; params `scales`, the training params
+(`train.<name>`) and the data's shape (`data.classes`, `data.hr_size`, `data.channels`). The
+valid metrics sit on the LoggedModel too, with the valid split as their MLflow dataset, and
+the version's description is a model card generated from all of it.
 
 Promotion rule (`decide_promotion`): a challenger becomes champion when
   1. every LR scale's validation accuracy is recorded on it (never promote on missing
@@ -21,7 +26,8 @@ Promotion rule (`decide_promotion`): a challenger becomes champion when
      under a model of its own, `register.model_name`, e.g. `fsrfer-ferplus` in the FER+
      profile) and, over the scales both versions report, mean(challenger) > mean(champion)
      + min_gain and no scale is worse than the champion's by more than `tolerance`.
-The decision and its reason are written as version tags (`promotion_decision`,
+The rule reads the metrics from the version's run (`version_evidence`; a version registered
+by hand may carry them as tags instead). The decision and its reason are written as version tags (`promotion_decision`,
 `promotion_reason`, `promotion_compared_to`) whether or not it promotes.
 """
 
@@ -61,7 +67,7 @@ SERVING_REQUIREMENTS = ("torch", "numpy", "opencv-python-headless", "mtcnn-openc
 
 
 def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """{'x2': acc, ...} from a version's tags (finite numbers only; `valid_acc_mean` excluded)."""
+    """{'x2': acc, ...} from a version's evidence (finite numbers only; `valid_acc_mean` excluded)."""
     out = {}
     for key, value in tags.items():
         if not key.startswith(METRIC_PREFIX) or key == f"{METRIC_PREFIX}mean":
@@ -77,7 +83,8 @@ def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
 
 def decide_promotion(challenger_tags: dict[str, str], champion_tags: dict[str, str] | None,
                      rule: PromotionRule) -> tuple[bool, str]:
-    """(promote?, reason) by the rule in this module's docstring."""
+    """(promote?, reason) by the rule in this module's docstring, from each version's evidence
+    (`version_evidence`: its tags, its run's valid_acc_* metrics and `scales` param)."""
     expected = [s for s in challenger_tags.get("scales", "").split(",") if s]
     challenger = scale_metrics(challenger_tags)
     missing = [s for s in expected if s not in challenger] if expected else []
@@ -107,6 +114,23 @@ def decide_promotion(challenger_tags: dict[str, str], champion_tags: dict[str, s
     if mean_new <= mean_old + rule.min_gain:
         return False, f"{summary}; does not beat it by more than {rule.min_gain}"
     return True, f"{summary}; no scale worse by more than {rule.tolerance}"
+
+
+def version_evidence(client, version) -> dict[str, str]:
+    """What the rule weighs for a version: its tags, with its run's `valid_acc_*` metrics and `scales`
+    param over them (as strings, like tags)."""
+    from mlflow.exceptions import MlflowException
+
+    evidence = dict(version.tags)
+    if version.run_id:
+        try:
+            run = client.get_run(version.run_id)
+        except MlflowException:  # the run was deleted: the tags are all there is
+            return evidence
+        evidence |= {k: repr(v) for k, v in run.data.metrics.items() if k.startswith(METRIC_PREFIX)}
+        if "scales" in run.data.params:
+            evidence["scales"] = run.data.params["scales"]
+    return evidence
 
 
 def _alias_version(client, name: str, alias: str):
@@ -184,7 +208,8 @@ def _promote(client, cfg: PromoteConfig) -> dict:
     if champion is not None and str(champion.version) == str(candidate.version):
         return {"model": cfg.model_name, "version": int(candidate.version), "promoted": False,
                 "reason": "already champion", "champion": int(champion.version)}
-    promoted, reason = decide_promotion(candidate.tags, champion.tags if champion else None, cfg.rule)
+    promoted, reason = decide_promotion(version_evidence(client, candidate),
+                                        version_evidence(client, champion) if champion else None, cfg.rule)
     tags = {"promotion_decision": "promoted" if promoted else "rejected", "promotion_reason": reason,
             "promotion_compared_to": str(champion.version) if champion else "none"}
     for key, value in tags.items():
@@ -205,37 +230,41 @@ def tag_version(model_name: str, version: int | str, tags: dict[str, str]) -> No
         client.set_model_version_tag(model_name, str(version), key, value)
 
 
-def metric_tags(table: dict, method: str = "fsrfer") -> dict[str, str]:
-    """Version tags from the evaluate table: valid_acc_<scale> (LR scales), their mean, test_acc_*, bicubic_*."""
+def registered_metrics(table: dict, method: str = "fsrfer") -> tuple[dict[str, float], list[str]]:
+    """A version's numbers from the evaluate/compare table: ({valid_acc_<scale> (LR scales), valid_acc_mean,
+    test_acc_*, bicubic_valid_acc_*, bicubic_test_acc_*}, the LR scales)."""
     if "valid" not in table or method not in table["valid"]:
         raise BadInput(f"evaluate table has no valid/{method} rows (splits: {sorted(table)}); run `fsrfer evaluate`"
                        f" with the {method} model configured")
-    tags = {}
+    metrics = {}
     lr_scales = [k for k in table["valid"][method] if k != "x1"]
     for split, prefix in (("valid", METRIC_PREFIX), ("test", "test_acc_")):
         for key, row in table.get(split, {}).get(method, {}).items():
             if key != "x1":
-                tags[f"{prefix}{key}"] = f"{row['accuracy']:.6f}"
+                metrics[f"{prefix}{key}"] = float(row["accuracy"])
         for key, row in table.get(split, {}).get("bicubic", {}).items():
-            tags[f"bicubic_{prefix}{key}"] = f"{row['accuracy']:.6f}"
-    tags[f"{METRIC_PREFIX}mean"] = f"{mean_lr_accuracy(table['valid'][method]):.6f}"
-    tags["scales"] = ",".join(lr_scales)
-    return tags
+            metrics[f"bicubic_{prefix}{key}"] = float(row["accuracy"])
+    metrics[f"{METRIC_PREFIX}mean"] = float(mean_lr_accuracy(table["valid"][method]))
+    return metrics, lr_scales
 
 
 def data_tags(store: PreparedStore) -> dict[str, str]:
-    """What a version was trained and validated on: dataset, classes, face size and split hashes."""
-    meta = store.meta
-    return {"data.dataset": str(meta.get("dataset", "")), "data.classes": ",".join(store.classes),
-            "data.hr_size": str(meta["hr_size"]), "data.channels": str(meta["channels"]),
-            "data.train_sha256": store.split_sha256("train"), VALID_DATA_TAG: store.split_sha256("valid")}
+    """What a version was trained and validated on: the dataset and its split hashes (version tags)."""
+    return {"data.dataset": str(store.meta.get("dataset", "")), "data.train_sha256": store.split_sha256("train"),
+            VALID_DATA_TAG: store.split_sha256("valid")}
+
+
+def data_params(store: PreparedStore) -> dict[str, str]:
+    """The data's shape (registration run params): classes, face size, channels."""
+    return {"data.classes": ",".join(store.classes), "data.hr_size": str(store.meta["hr_size"]),
+            "data.channels": str(store.meta["channels"])}
 
 
 WHAT_IT_IS = {  # the model card's first paragraph, per pyfunc entry (its file name without .py)
     "fsrfer_model": "FSR-FER: the frozen CovPoolFER teacher (CNN, covariance pooling, SPD layers, classifier) "
                        "with a generator G that maps the second-order features of a low-resolution face to HR-like "
                        "ones before the classifier. One model for every scale; G is applied at the scales where it "
-                       "beat plain bicubic upscaling on the valid split (tag g_scales).",
+                       "beat plain bicubic upscaling on the valid split (listed below).",
     "gmenet_model": "GME-Net: a dual-branch low-resolution FER network (a local branch with mixed attention, "
                        "distilled from an HR teacher by attention similarity, and a global multi-scale branch), "
                        "fed the face bicubic-resized to its input size.",
@@ -251,26 +280,27 @@ def prepared_dataset(store: PreparedStore, split: str):
                        name=f"{store.meta.get('dataset', 'prepared')}-{split}", digest=store.split_sha256(split)[:16])
 
 
-def model_card(name: str, version: int | str, entry: str, store: PreparedStore, tags: dict[str, str]) -> str:
+def model_card(name: str, version: int | str, entry: str, store: PreparedStore, metrics: dict[str, float],
+               scales: list[str], tags: dict[str, str], notes: dict[str, str] | None = None) -> str:
     """The registered version's description (markdown): what it is, its data, its accuracy per scale on
-    valid (and test) beside bicubic, its lineage, and how to call it."""
-    scales = tags["scales"].split(",")
-    rows = [(label, [tags.get(f"{prefix}{k}") for k in scales]) for label, prefix in (
+    valid (and test) beside bicubic, `notes` (e.g. where G applies), its lineage, and how to call it."""
+    rows = [(label, [metrics.get(f"{prefix}{k}") for k in scales]) for label, prefix in (
         (f"{name} valid", METRIC_PREFIX), ("bicubic valid", f"bicubic_{METRIC_PREFIX}"),
         (f"{name} test", "test_acc_"), ("bicubic test", "bicubic_test_acc_"))]
     table = ["| accuracy (%) | " + " | ".join(scales) + " |", "|---" * (len(scales) + 1) + "|"] + [
-        f"| {label} | " + " | ".join(f"{100 * float(v):.1f}" for v in values) + " |"
+        f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |"
         for label, values in rows if all(v is not None for v in values)]
     meta = store.meta
-    lineage = ", ".join(f"{k} `{tags[k]}`" for k in ("git_commit", "dvc_lock_sha256", "data.train_sha256",
-                                                      VALID_DATA_TAG) if k in tags)
+    lineage = ", ".join(f"{k} `{tags[k]}`" for k in ("git_commit", "dvc_lock_sha256", "pipeline_run",
+                                                      "data.train_sha256", VALID_DATA_TAG) if k in tags)
     return "\n".join([
         f"# {name} v{version}", "", WHAT_IT_IS.get(entry.removesuffix(".py"), entry), "",
         f"**Data**: {meta.get('dataset', '?')} faces prepared at {meta['hr_size']} px, {meta['channels']} channel(s), "
         f"classes {', '.join(store.classes)}; LR faces are MATLAB-bicubic downscales at {', '.join(scales)}. "
         "Selected and gated on the valid split only.", "",
-        *table, "", f"Mean over the LR scales on valid: {100 * float(tags[f'{METRIC_PREFIX}mean']):.1f}%.", "",
-        f"**Lineage**: {lineage}." if lineage else "", "",
+        *table, "", f"Mean over the LR scales on valid: {100 * metrics[f'{METRIC_PREFIX}mean']:.1f}%.", "",
+        *[f"**{key}**: {value}" for key, value in (notes or {}).items()], "",
+        f"**Lineage**: {lineage}; the numbers and training params are on the source run." if lineage else "", "",
         "**Call it**: `mlflow.pyfunc.load_model(\"models:/" + name + "@champion\")` (tracking URI "
         "`sqlite:///mlruns/mlflow.db` in the project); `.predict(pd.DataFrame({\"image\": [png_or_jpeg_bytes]}))` gives "
         "one row per face with a probability per class, `label` and `error`; `params={\"detect\": True}` finds every "
@@ -304,14 +334,17 @@ def serving_config(store: PreparedStore, g_scales: tuple[float, ...] | None = No
 
 
 def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,
-                     tags: dict[str, str]) -> dict:
-    """Log the pyfunc of `entry` (components/serving/<entry>, model from code) with `artifacts`, a
-    signature from `predictor` on the input example, register a version of cfg.model_name with
-    `tags` (and the store's data_tags) and alias challenger, write cfg.out; returns the record."""
+                     table: dict, method: str, lineage: dict[str, str], params: dict[str, str],
+                     notes: dict[str, str] | None = None) -> dict:
+    """Log the pyfunc of `entry` (components/serving/<entry>, model from code) with `artifacts` and a
+    signature from `predictor` on the input example, in a registration run that carries the `method`
+    column of `table` as metrics (registered_metrics) and `params`; register a version of cfg.model_name
+    tagged with `lineage`, the store's data_tags and the run's git/dvc/pipeline tags, with a model card
+    (`notes` in it) and alias challenger; write cfg.out; returns the record."""
     import mlflow
 
-    tags = tags | data_tags(store)
-
+    metrics, scales = registered_metrics(table, method)
+    tags = lineage | data_tags(store)
     serving = predictor.cfg
     example = input_example_frame(store)
     faces = [decode_image(b, serving.channels, "input example") for b in example["image"]]
@@ -321,6 +354,8 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
     with mlflow_run(cfg.experiment, f"register-{cfg.model_name}", params=asdict(cfg)) as run, \
             tempfile.TemporaryDirectory() as tmp:
         run_tags = mlflow.get_run(run.info.run_id).data.tags
+        tags |= {key: run_tags[key] for key in ("git_commit", "dvc_lock_sha256", "pipeline_run") if key in run_tags}
+        mlflow.log_params(params | data_params(store) | {"scales": ",".join(scales)})
         info = mlflow.pyfunc.log_model(
             name=cfg.model_name,
             python_model=str(COMPONENTS / "serving" / entry),
@@ -330,27 +365,25 @@ def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str,
             input_example=example,
             pip_requirements=[_pinned(name) for name in SERVING_REQUIREMENTS],
         )
-        for key in ("git_commit", "dvc_lock_sha256"):
-            if key in run_tags:
-                tags[key] = run_tags[key]
-        # the data it was trained and validated on; its validation metrics, on the run and on the LoggedModel
-        # with that dataset
+        # the data it was trained and validated on; its numbers on the run, the valid ones also on the
+        # LoggedModel with that dataset
         valid = prepared_dataset(store, "valid")
         model_input = mlflow.entities.LoggedModelInput(info.model_id)
         mlflow.log_input(prepared_dataset(store, "train"), context="training", model=model_input)
         mlflow.log_input(valid, context="validation", model=model_input)
-        mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)},
+        mlflow.log_metrics({k: v for k, v in metrics.items() if not k.startswith(METRIC_PREFIX)})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith(METRIC_PREFIX)},
                            model_id=info.model_id, dataset=valid)
         version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags)
         client = mlflow.MlflowClient(tracking_uri())
-        client.update_model_version(cfg.model_name, version.version,
-                                    description=model_card(cfg.model_name, version.version, entry, store, tags))
+        card = model_card(cfg.model_name, version.version, entry, store, metrics, scales, tags, notes)
+        client.update_model_version(cfg.model_name, version.version, description=card)
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, version.version)
         # versions are ints in the record whatever the store (the REST client returns strings)
         record = {"model_name": cfg.model_name, "version": int(version.version), "alias": CHALLENGER,
                   "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                   "model_uri": f"models:/{cfg.model_name}/{version.version}",
-                  "valid_acc_mean": float(tags[f"{METRIC_PREFIX}mean"]), "tracking_uri": tracking_uri()}
+                  "valid_acc_mean": metrics[f"{METRIC_PREFIX}mean"], "tracking_uri": tracking_uri()}
     atomic_write_text(cfg.out, json.dumps(record, indent=2) + "\n")
     return record
 

@@ -23,6 +23,10 @@ from components.stages.teacher import train_teacher
 
 TINY_TEACHER = dict(conv_channels=(16, 32, 48, 48, 64, 64), pool_after=(0, 1, 3), bimap_dim=24,
                     fc_dims=(128, 64), epochs=12, batch_size=32, lr=2e-3, augment=False, experiment="test-teacher")
+# what a registered version's tags may be (components/registry.py): identity and lineage, nothing else
+LINEAGE_TAGS = {"data.dataset", "data.train_sha256", "data.valid_sha256", "data_sha256", "teacher_sha256",
+                "generator_sha256", "model_sha256", "git_commit", "dvc_lock_sha256", "pipeline_run", "run_ref",
+                "run_commit", "promotion_decision", "promotion_reason", "promotion_compared_to"}
 TINY_ISR = dict(channels=16, blocks=1, patch=32, iterations=600, batch_size=16, lr=2e-3, experiment="test-yardsticks")
 
 

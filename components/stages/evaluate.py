@@ -60,7 +60,7 @@ def fsr_probs_fn(cfg: EvaluateConfig, d: int):
         feats = cache.array(split, "features")
         out = []
         for start in range(block.start, block.stop, batch_size):
-            f = torch.from_numpy(np.asarray(feats[start : min(start + batch_size, block.stop)], dtype=np.float32))
+            f = torch.from_numpy(np.array(feats[start : min(start + batch_size, block.stop)], dtype=np.float32))
             out.append(torch.softmax(classifier(g(triu_to_matrix(f, d))), dim=1).numpy())
         return np.concatenate(out)
 

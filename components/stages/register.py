@@ -6,10 +6,11 @@ probabilities. Its artifacts are the teacher (extractor + classifier), G and the
 config (HR size, channels, classes and face crop rule, from the prepared store's meta.json,
 and the scales where G applies, chosen on valid by the evaluate stage).
 
-The new version gets alias `challenger` and tags: validation accuracy of FSR-FER per LR
-scale and their mean, the test accuracies, the bicubic baseline's, the data and teacher
-hashes, and the training params (components/registry.py logs, registers and later reads
-them to decide promotion). Writes `out` (JSON: name, version, run id, model URI).
+The new version gets alias `challenger`, tags of identity and lineage (data, teacher and
+generator hashes) and a model card; its registration run carries FSR-FER's accuracy per LR
+scale on valid and test beside bicubic's, the scales where G applies and the training params
+(`train.<name>`) (components/registry.py logs and registers them, and later reads them to
+decide promotion). Writes `out` (JSON: name, version, run id, model URI).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from components.config import RegisterConfig
 from components.data.store import PreparedStore
 from components.io import BadInput, file_sha256
 from components.metrics import G_ALWAYS, fsr_g_scales
-from components.registry import log_and_register, metric_tags, require_files, serving_config
+from components.registry import log_and_register, require_files, serving_config
 from components.serving.fsrfer import FSRFERPredictor
 
 
@@ -37,12 +38,13 @@ def register(cfg: RegisterConfig) -> dict:
         raise BadInput(f"register.metrics: {cfg.metrics} has no {G_ALWAYS} column to choose where G applies; "
                        f"rerun `fsrfer evaluate`")
     serving = serving_config(store, g_scales)
-    tags = metric_tags(table, "fsrfer")
-    tags["g_scales"] = ",".join(f"{s:g}" for s in g_scales) or "never"
+    g_applies = ",".join(f"{s:g}" for s in g_scales) or "never"
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
-    tags |= {f"param.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
+    params = {f"train.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
-    tags |= {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
-             "generator_sha256": file_sha256(cfg.fsr)}
+    lineage = {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
+               "generator_sha256": file_sha256(cfg.fsr)}
     return log_and_register(cfg, store, "fsrfer_model.py", {"teacher": cfg.teacher, "generator": cfg.fsr},
-                            FSRFERPredictor(cfg.teacher, cfg.fsr, serving), tags)
+                            FSRFERPredictor(cfg.teacher, cfg.fsr, serving), table, "fsrfer", lineage,
+                            params | {"g_scales": g_applies},
+                            notes={"G applies at scales": f"{g_applies} (where it beat bicubic on valid)"})

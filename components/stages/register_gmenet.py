@@ -1,7 +1,7 @@
 """Stage `register_gmenet`: GME-Net as an MLflow pyfunc over face images
 (components/serving/gmenet.py), a new version of `gmenet` with alias `challenger`: the
 same registration as FSR-FER's (components/registry.py), with the compare table's
-GME-Net column and costs as tags. Writes `out` (JSON: name, version, run id, model URI).
+GME-Net column and costs on the registration run. Writes `out` (JSON: name, version, run id, model URI).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from components.config import RegisterGMEConfig
 from components.data.store import PreparedStore
 from components.io import file_sha256
-from components.registry import log_and_register, metric_tags, require_files, serving_config
+from components.registry import log_and_register, require_files, serving_config
 from components.serving.gmenet import GMENetPredictor
 
 
@@ -23,10 +23,12 @@ def register_gmenet(cfg: RegisterGMEConfig) -> dict:
     require_files(cfg.gmenet, cfg.metrics)
     store = PreparedStore(cfg.prepared)
     compared = json.loads(Path(cfg.metrics).read_text())
-    tags = metric_tags(compared["table"], "gmenet")
-    tags |= {f"cost.{k}": str(v) for k, v in compared.get("cost", {}).get("gmenet", {}).items()}
+    cost = compared.get("cost", {}).get("gmenet", {})
     extra = torch.load(cfg.gmenet, map_location="cpu", weights_only=True)["extra"]
-    tags |= {f"param.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()}
-    tags |= {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
+    params = {f"train.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()}
+    params |= {f"cost.{k}": str(v) for k, v in cost.items()}
+    lineage = {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
+    notes = {"Cost per face": f"{cost['params']:,} parameters, {cost['flops'] / 1e6:.1f} MFLOPs"} if cost else None
     return log_and_register(cfg, store, "gmenet_model.py", {"model": cfg.gmenet},
-                            GMENetPredictor(cfg.gmenet, serving_config(store)), tags)
+                            GMENetPredictor(cfg.gmenet, serving_config(store)), compared["table"], "gmenet", lineage,
+                            params, notes=notes)

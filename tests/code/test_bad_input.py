@@ -447,7 +447,7 @@ def test_cli_set_reaches_a_shared_section(tmp_path, capsys):
     assert main(["train_fsr", "--params", str(params), "--set", "train_fsr.num_workers=1"]) == 2
     assert "set them in [ray]" in capsys.readouterr().err
     assert main(["train_fsr", "--params", str(params), "--set", "gme_net.stem_channels=1"]) == 2
-    assert "reads params sections ['ray', 'train_fsr']" in capsys.readouterr().err
+    assert "reads params sections ['mlflow', 'ray', 'train_fsr']" in capsys.readouterr().err
 
 
 def test_a_training_stage_refuses_an_unknown_runner(tiny_run):

@@ -1,4 +1,4 @@
-"""The promotion rule (components/registry.py) on version tags."""
+"""The promotion rule (components/registry.py) on versions' evidence: tags with their run's metrics."""
 
 from __future__ import annotations
 

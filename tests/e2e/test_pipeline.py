@@ -33,6 +33,7 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
+from tests.conftest import LINEAGE_TAGS
 from tests.e2e.conftest import REPO, KillOnce, make_project, read_flow_run, run
 
 FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
@@ -238,14 +239,19 @@ def test_flow_runs_every_stage_and_registers_a_champion(flow_project, first_run)
     assert result["promotion"]["promoted"] is True  # the first version with complete metrics
     assert first_run["aliases"] == {"champion": 1, "challenger": 1}
     tags = version_tags(flow_project[1]["MLFLOW_TRACKING_URI"], "fsrfer", 1)
-    for key in ("valid_acc_x2", "valid_acc_x4", "valid_acc_x8", "valid_acc_mean", "data_sha256",
-                "dvc_lock_sha256", "param.sigma", "promotion_decision", "promotion_reason"):
-        assert key in tags, key
+    # identity and lineage only, the flow run among them; the numbers and params on the registration run
+    assert {"data_sha256", "dvc_lock_sha256", "pipeline_run", "run_ref", "promotion_decision",
+            "promotion_reason"} <= set(tags) <= LINEAGE_TAGS, sorted(tags)
     assert tags["promotion_decision"] == "promoted" and tags["promotion_compared_to"] == "none"
-    # every stage's MLflow run, whatever its experiment, is tagged with the flow run it ran in
+    assert tags["pipeline_run"] == first_run["flow_run"].name
     client = mlflow.MlflowClient(flow_project[1]["MLFLOW_TRACKING_URI"])
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.pipeline_run = '{first_run['flow_run'].name}'")
+    registration = client.get_run(client.get_model_version("fsrfer", "1").run_id).data
+    assert {"valid_acc_x2", "valid_acc_x4", "valid_acc_x8", "valid_acc_mean"} <= set(registration.metrics)
+    assert {"train.sigma", "g_scales", "scales"} <= set(registration.params)
+    # one experiment for the dataset: every stage's run of the flow run in it, found by its pipeline_run tag
+    assert {e.name for e in client.search_experiments()} - {"Default"} == {"fsrfer-default"}
+    runs = client.search_runs([client.get_experiment_by_name("fsrfer-default").experiment_id],
+                              filter_string=f"tags.pipeline_run = '{first_run['flow_run'].name}'")
     assert {r.info.run_name for r in runs} >= {"teacher", "train_fsr", "evaluate", "register-fsrfer"}, \
         sorted(r.info.run_name for r in runs)
     assert all(r.data.tags.get("mlflow.source.git.commit") == r.data.tags.get("git_commit") for r in runs)

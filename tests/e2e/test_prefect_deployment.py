@@ -115,7 +115,8 @@ def test_two_runs_submitted_together_queue_and_register_their_own_params(served_
     assert first.end_time <= second.start_time, [(r.name, r.start_time, r.end_time) for r in (first, second)]
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     versions = {v.version: v for v in client.search_model_versions("name='fsrfer'")}
-    by_sigma = {client.get_model_version("fsrfer", v).tags["param.sigma"]: int(v) for v in versions}
+    by_sigma = {client.get_run(client.get_model_version("fsrfer", v).run_id).data.params["train.sigma"]: int(v)
+                for v in versions}
     assert set(by_sigma) >= {"1.6", "1.8"}, by_sigma
     # versions in the order the runs ran, each tagged with its own run's sigma
     order = [s for s, r in sorted(runs.items(), key=lambda kv: kv[1].start_time)]

@@ -119,7 +119,8 @@ def test_training_runs_one_worker_on_each_node(cluster, tiny_run, tmp_path):
     assert len(workers) == 2 and set(workers) == node_ids, (workers, node_ids)
     assert summary["iterations"] == TINY_FSR["iterations"] and Path(summary["out"]).is_file()
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("fsrfer-train").experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("fsrfer-default").experiment_id],
+                             "attributes.run_name = 'train_fsr'")[0]
     assert run.data.tags["worker_nodes"] == summary["worker_nodes"]
     assert "valid_acc_x8" in run.data.metrics and "l_d_div" in run.data.metrics
 

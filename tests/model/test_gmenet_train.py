@@ -27,6 +27,7 @@ from components.runtime import images_to_tensor, predict_proba
 from components.stages.gme_teacher import train_gme_teacher
 from components.stages.gme_train import train_gmenet
 from components.training.gme import accuracy_per_scale
+from tests.conftest import LINEAGE_TAGS
 from tests.model.interrupt import cli_env, kill_mid_run_and_rerun, write_params
 
 CHANCE = 1 / 7
@@ -253,7 +254,8 @@ def test_compare_adds_the_gmenet_and_yardstick_columns_and_the_cost_of_each_path
                                                   abs=5e-5)
     # MLflow: each method's accuracy as a curve over step = scale, the table, and only the intended files
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("fsrfer-evaluate").experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("fsrfer-default").experiment_id],
+                             "attributes.run_name = 'compare'")[0]
     curve = client.get_metric_history(run.info.run_id, "valid.gmenet.accuracy")
     assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == \
         [(int(k[1:]), written["table"]["valid"]["gmenet"][k]["accuracy"]) for k in ("x1", "x2", "x4", "x8")]
@@ -292,9 +294,11 @@ def test_gmenet_registers_serves_any_face_and_is_gated_like_fsrfer(gme_runs, yar
     client = mlflow.MlflowClient(uri)
     version = client.get_model_version_by_alias("gmenet", "champion")  # the first version with complete metrics
     assert decision["promoted"] is True and int(version.version) == 1
-    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "test_acc_x8", "cost.flops", "param.lambda_at",
-                "data_sha256", "model_sha256"):
-        assert key in version.tags, key
+    # the version's tags are identity and lineage; its numbers and params are on its registration run
+    assert {"data_sha256", "model_sha256", "data.valid_sha256", "git_commit"} <= set(version.tags) <= LINEAGE_TAGS
+    run = client.get_run(version.run_id)
+    assert {"valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "test_acc_x8", "bicubic_valid_acc_x8"} <= set(run.data.metrics)
+    assert {"cost.flops", "train.lambda_at", "scales"} <= set(run.data.params)
     model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("gmenet", "1"))
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (11, 9), dtype=np.uint8), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),

@@ -168,9 +168,9 @@ def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
             assert scores == table[split][source][key], (split, key)
     valid = table["valid"]
     assert all(valid["fsrfer"][k]["accuracy"] >= valid["bicubic"][k]["accuracy"] for k in valid["fsrfer"])
-    version = mlflow.MlflowClient(registered_fsrfer.uri).get_model_version("fsrfer", "1")
-    assert version.tags["g_scales"] == ",".join(f"{s:g}" for s in g_scales)
     client = mlflow.MlflowClient(registered_fsrfer.uri)
+    version = client.get_model_version("fsrfer", "1")
+    assert client.get_run(version.run_id).data.params["g_scales"] == ",".join(f"{s:g}" for s in g_scales)
     served = mlflow.pyfunc.load_model(client.get_model_version_download_uri("fsrfer", "1")).unwrap_python_model()
     assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp" and served.cfg.scales == (2.0, 4.0, 8.0)
 
