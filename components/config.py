@@ -531,7 +531,7 @@ def shared_sections(cls: type) -> dict[str, type]:
 def load_stage_config(cls: type[C], section: str, params_path: str | Path = "params.yaml",
                       overrides: dict[str, dict[str, Any]] | None = None) -> C:
     """The `section` of params.yaml as a `cls` instance, with the shared sections it inherits from
-    ([ray], [gme_net]); `overrides` ({section: {key: value}}) replace values of any of them."""
+    ([ray], [gme_net], [mlflow]); `overrides` ({section: {key: value}}) replace values of any of them."""
     params_path = Path(params_path)
     if not params_path.is_file():
         raise BadInput(f"{params_path}: params file not found")
@@ -555,7 +555,7 @@ def load_stage_config(cls: type[C], section: str, params_path: str | Path = "par
 
 def params_sections(section: str, values: dict[str, Any], cls: type) -> dict[str, dict[str, Any]]:
     """The params.yaml sections that give `cls` these values: the inverse of load_stage_config.
-    Keys of an inherited shared section ([ray], [gme_net]) go there; lists stay lists (YAML)."""
+    Keys of an inherited shared section ([ray], [gme_net], [mlflow]) go there; lists stay lists (YAML)."""
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     out: dict[str, dict[str, Any]] = {}
     for name, base in shared_sections(cls).items():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.io import atomic_file, atomic_write_text
+from components.io import BadInput, atomic_file, atomic_write_text
 
 
 def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -22,6 +22,8 @@ def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> 
     matrix (rows = true class, columns = predicted class), by scikit-learn."""
     from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise BadInput(f"labels outside 0..{num_classes - 1}: {sorted(set(labels.tolist()) - set(range(num_classes)))}")
     predictions = probs.argmax(1)
     cm = confusion_matrix(labels, predictions, labels=np.arange(num_classes))
     if len(labels) == 0:

@@ -81,32 +81,32 @@ def scale_metrics(tags: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def decide_promotion(challenger_tags: dict[str, str], champion_tags: dict[str, str] | None,
+def decide_promotion(challenger: dict[str, str], champion: dict[str, str] | None,
                      rule: PromotionRule) -> tuple[bool, str]:
     """(promote?, reason) by the rule in this module's docstring, from each version's evidence
     (`version_evidence`: its tags, its run's valid_acc_* metrics and `scales` param)."""
-    expected = [s for s in challenger_tags.get("scales", "").split(",") if s]
-    challenger = scale_metrics(challenger_tags)
-    missing = [s for s in expected if s not in challenger] if expected else []
-    if not challenger or missing:
+    expected = [s for s in challenger.get("scales", "").split(",") if s]
+    ours = scale_metrics(challenger)
+    missing = [s for s in expected if s not in ours] if expected else []
+    if not ours or missing:
         return False, f"missing validation metrics for {missing or 'every scale'}: not promoted"
-    if champion_tags is None:
+    if champion is None:
         return True, "no champion yet; all validation metrics present"
-    ours, theirs = challenger_tags.get(VALID_DATA_TAG), champion_tags.get(VALID_DATA_TAG)
-    if not ours or ours != theirs:
+    our_faces, their_faces = challenger.get(VALID_DATA_TAG), champion.get(VALID_DATA_TAG)
+    if not our_faces or our_faces != their_faces:
         def names(t: dict[str, str]) -> str:
             return f"{t.get('data.dataset', '?')} valid {(t.get(VALID_DATA_TAG) or 'unrecorded')[:12]}"
 
-        return False, (f"validated on other data than the champion ({names(challenger_tags)} vs champion's "
-                       f"{names(champion_tags)}): not comparable, not promoted; register each dataset under a "
+        return False, (f"validated on other data than the champion ({names(challenger)} vs champion's "
+                       f"{names(champion)}): not comparable, not promoted; register each dataset under a "
                        f"model of its own (register.model_name)")
-    champion = scale_metrics(champion_tags)
-    common = sorted(set(challenger) & set(champion), key=lambda s: float(s.lstrip("x")))
+    theirs = scale_metrics(champion)
+    common = sorted(set(ours) & set(theirs), key=lambda s: float(s.lstrip("x")))
     if not common:
         return False, "no scale in common with the champion's metrics: not comparable, not promoted"
-    mean_new = sum(challenger[s] for s in common) / len(common)
-    mean_old = sum(champion[s] for s in common) / len(common)
-    drops = {s: champion[s] - challenger[s] for s in common if champion[s] - challenger[s] > rule.tolerance}
+    mean_new = sum(ours[s] for s in common) / len(common)
+    mean_old = sum(theirs[s] for s in common) / len(common)
+    drops = {s: theirs[s] - ours[s] for s in common if theirs[s] - ours[s] > rule.tolerance}
     summary = f"mean valid accuracy over {','.join(common)}: {mean_new:.4f} vs champion {mean_old:.4f}"
     if drops:
         worst = ", ".join(f"{s} -{d:.4f}" for s, d in drops.items())
@@ -125,7 +125,9 @@ def version_evidence(client, version) -> dict[str, str]:
     if version.run_id:
         try:
             run = client.get_run(version.run_id)
-        except MlflowException:  # the run was deleted: the tags are all there is
+        except MlflowException as err:  # the run was removed (`mlflow gc`): the tags are all there is
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # a store that does not answer is no reason to judge a version on half its numbers
             return evidence
         evidence |= {k: repr(v) for k, v in run.data.metrics.items() if k.startswith(METRIC_PREFIX)}
         if "scales" in run.data.params:
@@ -256,7 +258,7 @@ def data_tags(store: PreparedStore) -> dict[str, str]:
 
 def data_params(store: PreparedStore) -> dict[str, str]:
     """The data's shape (registration run params): classes, face size, channels."""
-    return {"data.classes": ",".join(store.classes), "data.hr_size": str(store.meta["hr_size"]),
+    return {"data.classes": ",".join(store.classes)[:500], "data.hr_size": str(store.meta["hr_size"]),
             "data.channels": str(store.meta["channels"])}
 
 

@@ -63,8 +63,8 @@ def mlflow_run(experiment: str, run_name: str, params: dict | None = None, neste
 
     Tags: the git commit (ours, `git_commit`, and MLflow's standard `mlflow.source.git.commit`), the
     dvc.lock hash, and `pipeline_run`: the flow run this stage ran in (PIPELINE_RUN_ENV, which the
-    Prefect flows set), so one search finds every stage's run of a pipeline run across experiments:
-    `mlflow.search_runs(search_all_experiments=True, filter_string="tags.pipeline_run = '<name>'")`."""
+    Prefect flows set), so one search finds every stage's run of a pipeline run in the dataset's experiment:
+    `mlflow.search_runs(experiment_names=[experiment], filter_string="tags.pipeline_run = '<name>'")`."""
     import mlflow
 
     experiment_id = get_or_create_experiment(experiment)

@@ -40,7 +40,8 @@ def register(cfg: RegisterConfig) -> dict:
     serving = serving_config(store, g_scales)
     g_applies = ",".join(f"{s:g}" for s in g_scales) or "never"
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
-    params = {f"train.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()}
+    params = {f"train.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()
+              if k != "experiment"}
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
     lineage = {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
                "generator_sha256": file_sha256(cfg.fsr)}

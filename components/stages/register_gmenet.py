@@ -25,7 +25,8 @@ def register_gmenet(cfg: RegisterGMEConfig) -> dict:
     compared = json.loads(Path(cfg.metrics).read_text())
     cost = compared.get("cost", {}).get("gmenet", {})
     extra = torch.load(cfg.gmenet, map_location="cpu", weights_only=True)["extra"]
-    params = {f"train.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()}
+    params = {f"train.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()
+              if k != "experiment"}
     params |= {f"cost.{k}": str(v) for k, v in cost.items()}
     lineage = {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
     notes = {"Cost per face": f"{cost['params']:,} parameters, {cost['flops'] / 1e6:.1f} MFLOPs"} if cost else None

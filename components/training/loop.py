@@ -120,9 +120,11 @@ def progress_line(name: str, iterations: int, start: int, metrics: dict, logs: d
 
 
 def run_hash(cfg, inputs: list[str]) -> str:
-    """Short stable hash of a stage config and the identity (sha256) of its input files."""
+    """Short stable hash of a stage config (but where it logs: its MLflow experiment) and the identity
+    (sha256) of its input files."""
     identity = "".join(file_sha256(p) if p and Path(p).is_file() else f"{p}:missing" for p in inputs)
-    return hashlib.sha256((json.dumps(asdict(cfg), sort_keys=True) + identity).encode()).hexdigest()[:10]
+    config = {k: v for k, v in asdict(cfg).items() if k != "experiment"}
+    return hashlib.sha256((json.dumps(config, sort_keys=True) + identity).encode()).hexdigest()[:10]
 
 
 RUNNERS = ("ray", "local")

@@ -42,3 +42,25 @@ def test_a_benchmark_without_its_inputs_is_skipped_and_says_what_it_needs(tmp_pa
     finally:
         del quick.BENCHMARKS["needs_absent"]
     assert row == {"status": "skipped", "why": f"needs {tmp_path / 'absent'}"}
+
+
+def test_the_seed_spread_of_tables_worked_by_hand():
+    """benchmarks/seed_spread.py: per cell the runs' accuracies in %, their mean and max - min; a cell one
+    run lacks is left out rather than spread over fewer runs."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import seed_spread
+    finally:
+        sys.path.pop(0)
+
+    def table(bicubic_x2: float, fsrfer_x2: float | None) -> dict:
+        valid = {"bicubic": {"x2": {"accuracy": bicubic_x2}}}
+        if fsrfer_x2 is not None:
+            valid["fsrfer"] = {"x2": {"accuracy": fsrfer_x2}}
+        return {"table": {"valid": valid}}
+
+    got = seed_spread.spread({"seed0": table(0.50, 0.61), "seed1": table(0.53, 0.58), "seed2": table(0.47, 0.60)})
+    assert got["valid"]["bicubic"]["x2"] == {"runs": {"seed0": 50.0, "seed1": 53.0, "seed2": 47.0}, "mean": 50.0,
+                                             "spread": 6.0}
+    assert got["valid"]["fsrfer"]["x2"]["spread"] == 3.0 and got["valid"]["fsrfer"]["x2"]["mean"] == 59.7
+    assert "fsrfer" not in seed_spread.spread({"seed0": table(0.5, 0.6), "seed1": table(0.5, None)})["valid"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from components.io import BadInput
 from components.metrics import accuracy_scores, format_table, write_accuracy_csvs, write_summary_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +31,9 @@ def test_accuracy_and_mean_class_accuracy_by_hand():
     expected = np.zeros((4, 4), int)
     expected[0, 0], expected[0, 1], expected[1, 1], expected[2, 0], expected[2, 1] = 2, 1, 1, 1, 1
     np.testing.assert_array_equal(scores["confusion"], expected)  # rows: true class, columns: predicted
+    # a label outside the classes is an error, not a face silently left out of the matrix
+    with pytest.raises(BadInput, match=r"labels outside 0\.\.3: \[4\]"):
+        accuracy_scores(np.array([0, 4]), one_hot([0, 1], 4), 4)
 
 
 def test_the_markdown_table_shows_the_json_in_percent():

@@ -80,3 +80,37 @@ def test_same_data_better_is_promoted_and_worse_is_not():
     assert decide_promotion(tags(FERPLUS, x2=0.71, x4=0.57, x8=0.42), champion, RULE)[0]
     promoted, reason = decide_promotion(tags(FERPLUS, x2=0.69, x4=0.54, x8=0.40), champion, RULE)
     assert not promoted and "does not beat it" in reason
+
+
+def test_a_versions_evidence_is_its_tags_with_its_runs_metrics_over_them(tmp_path, monkeypatch):
+    """version_evidence, in a real sqlite store: the registration run's valid_acc_* metrics and `scales`
+    param over the version's tags (a version without a run has its tags only); a store error is raised,
+    never taken for missing numbers."""
+    import mlflow
+    import pytest
+    from mlflow.exceptions import MlflowException
+
+    from components.registry import version_evidence
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("m")
+    run = client.create_run("0", run_name="register-m")
+    client.log_metric(run.info.run_id, "valid_acc_x2", 0.75)
+    client.log_metric(run.info.run_id, "train_loss", 0.1)
+    client.log_param(run.info.run_id, "scales", "x2")
+    by_hand = client.create_model_version("m", "file:///a", tags=tags(x2=0.5))
+    registered = client.create_model_version("m", "file:///b", run_id=run.info.run_id,
+                                             tags=SYNTHETIC | {"valid_acc_x2": "0.1"})
+    assert version_evidence(client, by_hand) == tags(x2=0.5)
+    evidence = version_evidence(client, registered)
+    assert scale_metrics(evidence) == {"x2": 0.75} and evidence["scales"] == "x2" and "train_loss" not in evidence
+    assert evidence[VALID_DATA_TAG] == SYNTHETIC[VALID_DATA_TAG]
+    # its run gone from the store (`mlflow gc`): the tags are all there is
+    elsewhere = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'other.db'}")
+    assert version_evidence(elsewhere, registered) == dict(registered.tags)
+    # a store that does not answer: its error, not a rejection for "missing validation metrics"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(MlflowException) as info:
+        version_evidence(mlflow.MlflowClient("http://127.0.0.1:9"), registered)
+    assert info.value.error_code != "RESOURCE_DOES_NOT_EXIST"

@@ -111,6 +111,14 @@ def version_tags(uri: str, name: str, version: int) -> dict[str, str]:
     return dict(mlflow.MlflowClient(uri).get_model_version(name, str(version)).tags)
 
 
+def version_and_run(uri: str, name: str, version: int) -> dict[str, str]:
+    """A version's tags with its registration run's metrics (as strings) and params: all a reviewer reads."""
+    client = mlflow.MlflowClient(uri)
+    found = client.get_model_version(name, str(version))
+    run = client.get_run(found.run_id).data
+    return dict(found.tags) | {k: repr(v) for k, v in run.metrics.items()} | dict(run.params)
+
+
 def rule_says(new: dict[str, str], old: dict[str, str], min_gain: float, tolerance: float) -> str:
     """The promotion rule (README, components/registry.py), written out again from its words:
     promote when the mean valid accuracy over the LR scales beats the champion's by more than
@@ -200,8 +208,8 @@ def challenger(flow_project, rerun):
     root, env = flow_project
     uri = env["MLFLOW_TRACKING_URI"]
     result = train_fsrfer(project_dir=str(root), num_workers=2, overrides={"train_fsr.sigma": 1.8})
-    return {"result": result, "aliases": aliases(uri, "fsrfer"), "v1": version_tags(uri, "fsrfer", 1),
-            "v2": version_tags(uri, "fsrfer", 2), "rule": yaml.safe_load((root / "params.yaml").read_text())["promote"],
+    return {"result": result, "aliases": aliases(uri, "fsrfer"), "v1": version_and_run(uri, "fsrfer", 1),
+            "v2": version_and_run(uri, "fsrfer", 2), "rule": yaml.safe_load((root / "params.yaml").read_text())["promote"],
             "params": (root / "params.yaml").read_text()}
 
 
@@ -317,8 +325,10 @@ def test_gmenet_flow_reuses_the_shared_stages_and_registers_a_champion(flow_proj
     assert result["promotion"]["promoted"] is True
     assert gme_run["aliases"] == {"champion": 1, "challenger": 1}
     tags = version_tags(flow_project[1]["MLFLOW_TRACKING_URI"], "gmenet", 1)
-    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "param.lambda_at", "promotion_decision"):
-        assert key in tags, key
+    assert "promotion_decision" in tags and set(tags) <= LINEAGE_TAGS, sorted(tags)
+    numbers = version_and_run(flow_project[1]["MLFLOW_TRACKING_URI"], "gmenet", 1)
+    for key in ("valid_acc_x2", "valid_acc_x8", "valid_acc_mean", "train.lambda_at", "cost.flops"):
+        assert key in numbers, key
     assert gme_run["fsrfer_aliases"] == {"champion": 1, "challenger": 1}  # fsrfer untouched
 
 
@@ -370,8 +380,8 @@ def test_gan_param_reruns_train_fsr_onwards_and_registers_a_gated_challenger(cha
     assert [s for s, r in result["stages"].items() if r == "ran"] == ["train_fsr", "evaluate", "register"]
     assert result["registered"]["version"] == 2
     v1, v2 = challenger["v1"], challenger["v2"]
-    assert v2["param.sigma"] == "1.8" and v2["promotion_compared_to"] == "1"
-    # the decision is the rule's for these tags, not whichever way the gate went
+    assert v2["train.sigma"] == "1.8" and v2["promotion_compared_to"] == "1"
+    # the decision is the rule's for these numbers, not whichever way the gate went
     want = rule_says(v2, v1, challenger["rule"]["min_gain"], challenger["rule"]["tolerance"])
     assert v2["promotion_decision"] == want, (v2, v1)
     assert challenger["aliases"] == {"champion": 2 if want == "promoted" else 1, "challenger": 2}
