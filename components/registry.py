@@ -256,6 +256,11 @@ def data_tags(store: PreparedStore) -> dict[str, str]:
             VALID_DATA_TAG: store.split_sha256("valid")}
 
 
+def training_params(train_config: dict) -> dict[str, str]:
+    """A model file's training config as registration run params `train.<name>` (where it logged left out)."""
+    return {f"train.{k}": str(v)[:250] for k, v in train_config.items() if k != "experiment"}
+
+
 def data_params(store: PreparedStore) -> dict[str, str]:
     """The data's shape (registration run params): classes, face size, channels."""
     return {"data.classes": ",".join(store.classes)[:500], "data.hr_size": str(store.meta["hr_size"]),

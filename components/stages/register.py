@@ -24,7 +24,7 @@ from components.config import RegisterConfig
 from components.data.store import PreparedStore
 from components.io import BadInput, file_sha256
 from components.metrics import G_ALWAYS, fsr_g_scales
-from components.registry import log_and_register, require_files, serving_config
+from components.registry import log_and_register, require_files, serving_config, training_params
 from components.serving.fsrfer import FSRFERPredictor
 
 
@@ -40,8 +40,7 @@ def register(cfg: RegisterConfig) -> dict:
     serving = serving_config(store, g_scales)
     g_applies = ",".join(f"{s:g}" for s in g_scales) or "never"
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
-    params = {f"train.{k}": str(v)[:250] for k, v in generator.get("train_config", {}).items()
-              if k != "experiment"}
+    params = training_params(generator.get("train_config", {}))
     manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
     lineage = {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
                "generator_sha256": file_sha256(cfg.fsr)}

@@ -14,7 +14,7 @@ import torch
 from components.config import RegisterGMEConfig
 from components.data.store import PreparedStore
 from components.io import file_sha256
-from components.registry import log_and_register, require_files, serving_config
+from components.registry import log_and_register, require_files, serving_config, training_params
 from components.serving.gmenet import GMENetPredictor
 
 
@@ -25,9 +25,7 @@ def register_gmenet(cfg: RegisterGMEConfig) -> dict:
     compared = json.loads(Path(cfg.metrics).read_text())
     cost = compared.get("cost", {}).get("gmenet", {})
     extra = torch.load(cfg.gmenet, map_location="cpu", weights_only=True)["extra"]
-    params = {f"train.{k}": str(v)[:250] for k, v in extra.get("train_config", {}).items()
-              if k != "experiment"}
-    params |= {f"cost.{k}": str(v) for k, v in cost.items()}
+    params = training_params(extra.get("train_config", {})) | {f"cost.{k}": str(v) for k, v in cost.items()}
     lineage = {"data_sha256": file_sha256(Path(cfg.prepared) / "meta.json"), "model_sha256": file_sha256(cfg.gmenet)}
     notes = {"Cost per face": f"{cost['params']:,} parameters, {cost['flops'] / 1e6:.1f} MFLOPs"} if cost else None
     return log_and_register(cfg, store, "gmenet_model.py", {"model": cfg.gmenet},
