@@ -10,6 +10,12 @@ The ablation of the attention-similarity loss: a student with lambda_at = 0 (cro
 only) against the same frozen teacher (teacher its 0 reuses benchmarks/.cache/ferplus_gme_teacher.pt):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 0 3000 0
+
+key=value arguments after the counts override both networks' config (teacher.key=value or
+student.key=value one of them):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 2000 3000 \\
+        targets=votes balance_power=0 student.init_from_teacher=true
 """
 import json
 import os
@@ -25,22 +31,32 @@ cache = Path("benchmarks/.cache").resolve()
 cache.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'ferplus_gmenet_mlflow.db'}")
 
-from components.config import GMETrainConfig
+from components.config import GMETrainConfig, load_yaml
 from components.stages.gme_teacher import train_gme_teacher
 from components.stages.gme_train import train_gmenet
 
 root, teacher_its, student_its = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-lambda_at = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
-tag = "" if lambda_at == 5.0 else f"_lambda{lambda_at:g}"
+args = sys.argv[4:]
+lambda_at = float(args.pop(0)) if args and "=" not in args[0] else 5.0
+# key=value (both networks), teacher.key=value or student.key=value: YAML 1.2 values over the config below
+sets = {"teacher": {}, "student": {}}
+for arg in args:
+    key, value = arg.split("=", 1)
+    who, _, field = key.rpartition(".")
+    for part in ([who] if who else ["teacher", "student"]):
+        sets[part][field] = load_yaml(value, arg)
+sets = {who: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()} for who, d in sets.items()}
+tag = ("" if lambda_at == 5.0 else f"_lambda{lambda_at:g}") + "".join(f"_{a}" for a in args)
+teacher_tag = "".join(f"_{a}" for a in args if not a.startswith("student."))
 base = GMETrainConfig(prepared=f"{root}/data/prepared", storage=str(cache / "ray_ferplus_gmenet"), stem_channels=16,
                       local_channels=(16, 32, 64), global_channels=(16, 32, 64), fusion_dim=128, batch_size=64,
                       lr=2e-3, num_workers=1, cpus_per_worker=1.0, experiment="ferplus-gmenet")
-out = {}
+out = {"overrides": args}
 start = time.time()
-teacher_path = cache / "ferplus_gme_teacher.pt"
+teacher_path = cache / f"ferplus_gme_teacher{teacher_tag}.pt"
 if teacher_its:
     teacher = replace(base, out=str(teacher_path), iterations=teacher_its, checkpoint_every=teacher_its // 4,
-                      eval_every=teacher_its // 4, run_name="gme_teacher")
+                      eval_every=teacher_its // 4, run_name="gme_teacher", **sets["teacher"])
     out["teacher"] = train_gme_teacher(teacher) | {"seconds": round(time.time() - start)}
     print(json.dumps(out["teacher"], indent=1), flush=True)
 elif not teacher_path.is_file():
@@ -48,7 +64,7 @@ elif not teacher_path.is_file():
 start = time.time()
 student = replace(base, teacher=str(teacher_path), out=str(cache / f"ferplus_gmenet{tag}.pt"), iterations=student_its,
                   lambda_at=lambda_at, checkpoint_every=student_its // 4, eval_every=student_its // 4,
-                  run_name=f"gme_train{tag}")
+                  run_name=f"gme_train{tag}"[:60], **sets["student"])
 out["student"] = train_gmenet(student) | {"seconds": round(time.time() - start)}
 print(json.dumps(out["student"], indent=1), flush=True)
 (cache / f"ferplus_gmenet{tag}.json").write_text(json.dumps(out, indent=1))

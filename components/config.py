@@ -306,7 +306,9 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    balance_power: float = 0.5
+    balance_power: float = 0.5  # class-weighted CE, (1 / frequency)^power; 0: unweighted
+    targets: Targets = "hard"  # "votes": the store's per-face vote distribution as a soft CE target (FER+)
+    init_from_teacher: bool = False  # the student starts from its HR teacher's weights (else from random ones)
     flip: bool = True
     seed: int = 0
     # Ray Train
@@ -324,6 +326,12 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
                            f"{self.eval_every}")
         if self.lambda_at < 0:
             raise BadInput(f"gmenet.lambda_at must be >= 0, got {self.lambda_at}")
+        if self.balance_power < 0:
+            raise BadInput(f"gmenet.balance_power must be >= 0, got {self.balance_power}")
+        if self.targets not in TARGETS:
+            raise BadInput(f"gmenet.targets: {self.targets!r} is not one of {TARGETS}")
+        if self.init_from_teacher and not self.teacher:
+            raise BadInput("gmenet.init_from_teacher: no teacher to start from (teacher is empty)")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components.config import EvaluateConfig, FeaturesConfig, PrepareConfig, TeacherConfig
+from components.data.store import PreparedStore, SplitArrays, write_store
 from components.data.synthetic import SyntheticConfig, write_synthetic_rafdb
 from components.stages.evaluate import evaluate
 from components.stages.features import cache_features
@@ -28,6 +30,26 @@ LINEAGE_TAGS = {"data.dataset", "data.train_sha256", "data.valid_sha256", "data_
                 "generator_sha256", "model_sha256", "git_commit", "dvc_lock_sha256", "pipeline_run", "run_ref",
                 "run_commit", "promotion_decision", "promotion_reason", "promotion_compared_to"}
 TINY_ISR = dict(channels=16, blocks=1, patch=32, iterations=600, batch_size=16, lr=2e-3, experiment="test-yardsticks")
+
+
+def store_with_train_votes(prepared: Path, out: Path, train_votes=None, with_valid: bool = True) -> Path:
+    """A copy of a prepared store with train_votes(labels, K) -> (N, K) as the train split's votes (None: one-hot
+    labels; the other splits one-hot), without its valid split if with_valid is False."""
+    src = PreparedStore(prepared)
+    splits = {}
+    for split in src.splits:
+        if split == "valid" and not with_valid:
+            continue
+        labels = np.asarray(src.array(split, "labels"))
+        votes = np.eye(len(src.classes), dtype=np.float32)[labels]
+        if train_votes is not None and split == "train":
+            votes = np.asarray(train_votes(labels, len(src.classes)), dtype=np.float32)
+        splits[split] = SplitArrays(hr=np.asarray(src.array(split, "hr")),
+                                    lr={k: np.asarray(src.array(split, k)) for k in src.scale_keys},
+                                    labels=labels, votes=votes)
+    meta = dict(src.meta, counts={s: n for s, n in src.meta["counts"].items() if s in splits})
+    write_store(out, splits, [row for row in src.manifest() if row["split"] in splits], [], meta)
+    return out
 
 
 @dataclass

@@ -10,6 +10,9 @@
 Each worker draws its batches from its own shard of the training rows (rows i with
 i % world == rank). Horizontal flips, applied to LR and HR alike. AdamW, cosine learning
 rate over the iterations; class-weighted CE ((1 / frequency)^power, as the CovPoolFER
+teacher; power 0: unweighted) on the majority label (`targets: hard`) or on the face's vote
+distribution (`targets: votes`, FER+'s probabilistic labels). `init_from_teacher` starts the
+LR student from its HR teacher's weights (as the multi-scale CNN starts from the CovPoolFER
 teacher). The loop around the step is components/training/loop.py.
 """
 
@@ -58,12 +61,17 @@ class DistillationTask:
         self.student = bool(cfg.teacher)
         self.keys = store.scale_keys if self.student else ["x1"]
         train_labels = np.asarray(store.array("train", "labels"))
-        self.train = ScaledFaces(cfg.prepared, "train", self.keys,
-                                 rows=np.arange(ctx.rank, len(train_labels), ctx.world_size))
+        self.train_rows = np.arange(ctx.rank, len(train_labels), ctx.world_size)
+        self.train = ScaledFaces(cfg.prepared, "train", self.keys, rows=self.train_rows)
         self.valid = ScaledFaces(cfg.prepared, "valid", (["x1"] if not self.student else []) + store.scale_keys) \
             if ctx.is_main else None
+        self.targets = np.asarray(store.array("train", "votes")[self.train_rows], dtype=np.float32) \
+            if cfg.targets == "votes" else None
         self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
-        self.model = ctx.wrap(GMENet(gme_network(cfg, store.meta)))
+        network = GMENet(gme_network(cfg, store.meta))
+        if cfg.init_from_teacher:
+            network.load_state_dict(self.teacher.state_dict())
+        self.model = ctx.wrap(network)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.optimizers = [self.optimizer]
         self.weights = torch.tensor(class_weights(train_labels, len(store.classes), cfg.balance_power),
@@ -92,9 +100,9 @@ class DistillationTask:
             faces[flip] = faces[flip][:, :, ::-1]
             hr = hr.copy()
             hr[flip] = hr[flip][:, :, ::-1]
-        labels = torch.from_numpy(self.train.labels[rows]).to(device)
+        target = self.train.labels[rows] if self.targets is None else self.targets[rows]
         logits, maps = self.model(images_to_tensor(faces, device), with_attention=True)
-        ce = F.cross_entropy(logits, labels, weight=self.weights)
+        ce = F.cross_entropy(logits, torch.from_numpy(target).to(device), weight=self.weights)
         logs = {"l_ce": ce.item()}
         loss = ce
         if self.student:

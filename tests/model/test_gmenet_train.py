@@ -27,7 +27,7 @@ from components.runtime import images_to_tensor, predict_proba
 from components.stages.gme_teacher import train_gme_teacher
 from components.stages.gme_train import train_gmenet
 from components.training.gme import accuracy_per_scale
-from tests.conftest import LINEAGE_TAGS
+from tests.conftest import LINEAGE_TAGS, store_with_train_votes
 from tests.model.interrupt import cli_env, kill_mid_run_and_rerun, write_params
 
 CHANCE = 1 / 7
@@ -187,6 +187,58 @@ def test_bad_configs_are_refused(tiny_run, tmp_path):
         train_gme_teacher(GMETrainConfig(teacher="models/gme_teacher.pt"))
     with pytest.raises(BadInput, match="lambda_at"):
         GMETrainConfig(lambda_at=-1)
+    with pytest.raises(BadInput, match="targets"):
+        GMETrainConfig(targets="soft")
+    with pytest.raises(BadInput, match="balance_power"):
+        GMETrainConfig(balance_power=-1)
+
+
+def _one_worker(cfg: GMETrainConfig, folder: Path, **kw) -> GMETrainConfig:
+    return replace(cfg, num_workers=1, cpus_per_worker=1.0, storage=str(folder / "ray"), **kw)
+
+
+def test_vote_targets_teach_the_votes_not_the_majority_label(gme_teacher_run, tiny_run, tmp_path, monkeypatch):
+    """Train votes that all name the next class over: a GME teacher trained on them (`targets: votes`) predicts
+    that class on valid + test, where the same teacher on hard labels (the fixture's) predicts the label."""
+    root, hard_teacher, student_cfg = gme_teacher_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    shifted = store_with_train_votes(tiny_run.prepared, tmp_path / "shifted",
+                                     lambda labels, k: np.eye(k, dtype=np.float32)[(labels + 1) % k])
+    cfg = _one_worker(student_cfg, tmp_path, prepared=str(shifted), teacher="", targets="votes", iterations=200,
+                      checkpoint_every=200, eval_every=200, out=str(tmp_path / "votes.pt"), run_name="gme_teacher")
+    train_gme_teacher(cfg, runner="local")
+    model, k = load_gmenet(cfg.out), len(PreparedStore(shifted).classes)
+    hard = load_gmenet(Path(hard_teacher["out"]))
+    agree = {"votes": {"label": [], "next": []}, "hard": {"label": [], "next": []}}
+    for split in ("valid", "test"):
+        data = ScaledFaces(str(shifted), split, ["x1"])
+        for name, net in (("votes", model), ("hard", hard)):
+            pred = predict_proba(net, data.faces["x1"], torch.device("cpu")).argmax(1)
+            agree[name]["label"] += list(pred == data.labels)
+            agree[name]["next"] += list(pred == (data.labels + 1) % k)
+    rate = {name: {t: float(np.mean(v)) for t, v in d.items()} for name, d in agree.items()}
+    assert rate["votes"]["next"] > max(2 * CHANCE, rate["votes"]["label"] + 0.2), rate
+    assert rate["hard"]["label"] > rate["hard"]["next"] + 0.2, rate
+
+
+def test_init_from_teacher_starts_the_student_from_its_hr_teacher(gme_runs, tmp_path, monkeypatch):
+    """`init_from_teacher`: the student's first step starts from the teacher's weights (lr 1e-9 leaves them
+    there); without it, from a random network. A teacher stage has no teacher to start from."""
+    _, _, _, cfg = gme_runs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    teacher = dict(load_gmenet(cfg.teacher).named_parameters())
+
+    def distance_after_one_step(init_from_teacher: bool) -> float:
+        out = tmp_path / f"student_{init_from_teacher}.pt"
+        train_gmenet(_one_worker(cfg, tmp_path, init_from_teacher=init_from_teacher, out=str(out), iterations=1,
+                                 lr=1e-9, checkpoint_every=1, eval_every=1), runner="local")
+        student = dict(load_gmenet(out).named_parameters())
+        return max(float((student[n] - teacher[n]).abs().max()) for n in teacher)
+
+    assert distance_after_one_step(True) < 1e-6
+    assert distance_after_one_step(False) > 1e-2
+    with pytest.raises(BadInput, match="init_from_teacher: no teacher"):
+        replace(cfg, teacher="", init_from_teacher=True)
 
 
 def test_a_teacher_of_another_design_is_refused(gme_runs, tiny_run, tmp_path):

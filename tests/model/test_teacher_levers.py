@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from components.config import TeacherConfig
-from components.data.store import PreparedStore, SplitArrays, write_store
 from components.io import BadInput
 from components.stages.teacher import train_teacher
 from components.training.classifier import random_erase
-from tests.conftest import TINY_TEACHER
+from tests.conftest import TINY_TEACHER, store_with_train_votes
 
 
 def test_random_erase_changes_one_rectangle_per_face_and_nothing_else():
@@ -38,24 +37,15 @@ def test_teacher_config_rejects_bad_lever_values(key, value):
 
 def _store_with_votes(tmp_path, tiny_run, soft: bool, with_valid: bool = True):
     """The tiny run's prepared store, rewritten with (optionally) soft vote distributions on train."""
-    src = PreparedStore(tiny_run.prepared)
-    splits = {}
     rng = np.random.default_rng(1)
-    for split in src.splits:
-        if split == "valid" and not with_valid:
-            continue
-        labels = np.asarray(src.array(split, "labels"))
-        votes = np.eye(len(src.classes), dtype=np.float32)[labels]
-        if soft and split == "train":  # 30% of the mass spread at random: a real FER+-like distribution
-            noise = rng.dirichlet(np.ones(len(src.classes)), len(labels)).astype(np.float32)
-            votes = 0.7 * votes + 0.3 * noise
-        splits[split] = SplitArrays(hr=np.asarray(src.array(split, "hr")),
-                                    lr={k: np.asarray(src.array(split, k)) for k in src.scale_keys},
-                                    labels=labels, votes=votes)
+
+    def soft_votes(labels, num_classes):  # 30% of the mass spread at random: a real FER+-like distribution
+        onehot = np.eye(num_classes, dtype=np.float32)[labels]
+        noise = rng.dirichlet(np.ones(num_classes), len(labels)).astype(np.float32)
+        return 0.7 * onehot + 0.3 * noise
+
     out = tmp_path / ("soft" if soft else "hard") / ("valid" if with_valid else "novalid")
-    meta = dict(src.meta, counts={s: n for s, n in src.meta["counts"].items() if s in splits})
-    write_store(out, splits, [row for row in src.manifest() if row["split"] in splits], [], meta)
-    return out
+    return store_with_train_votes(tiny_run.prepared, out, soft_votes if soft else None, with_valid)
 
 
 def _train(prepared, out, **kw):
