@@ -61,11 +61,11 @@ class DistillationTask:
         self.student = bool(cfg.teacher)
         self.keys = store.scale_keys if self.student else ["x1"]
         train_labels = np.asarray(store.array("train", "labels"))
-        self.train_rows = np.arange(ctx.rank, len(train_labels), ctx.world_size)
-        self.train = ScaledFaces(cfg.prepared, "train", self.keys, rows=self.train_rows)
+        shard = np.arange(ctx.rank, len(train_labels), ctx.world_size)
+        self.train = ScaledFaces(cfg.prepared, "train", self.keys, rows=shard)
         self.valid = ScaledFaces(cfg.prepared, "valid", (["x1"] if not self.student else []) + store.scale_keys) \
             if ctx.is_main else None
-        self.targets = np.asarray(store.array("train", "votes")[self.train_rows], dtype=np.float32) \
+        self.targets = np.asarray(store.array("train", "votes")[shard], dtype=np.float32) \
             if cfg.targets == "votes" else None
         self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
         network = GMENet(gme_network(cfg, store.meta))
