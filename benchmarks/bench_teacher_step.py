@@ -9,9 +9,14 @@ EigFunction backward) in a whole step. Two designs: the embedded default's teach
 100 px, 32-48-64-64-128-128, BiMap 32, FC 512-128, batch 32) and the FER+ profile's (1 channel,
 48 px, the paper's widths, BiMap 32, FC 2000-128, batch 64), on random faces of those shapes.
 
-The candidate: ReEig followed by LogEig is U diag(log(clamp(l))) U^T of the same
-eigenvectors, so one eigh can do both (`fused`); it is run from the same initial weights and
-batches as today's two-stage path, and the loss of every step of the two is compared.
+Two candidates, each run from the same initial weights and batches as the fp32 two-eigh path (the
+stage's `precision: fp32`), the loss of every step compared:
+- `fused`: ReEig followed by LogEig is U diag(log(clamp(l))) U^T of the same eigenvectors, so
+  one eigh can do both;
+- `bf16`: the stage's `precision: bf16` (components/runtime.py training_autocast): the CNN and
+  the classifier under bf16 autocast, the SPD head in float32/float64 as always. It pays where
+  the CPU has native bf16 (AMX / AVX512-BF16: oneDNN's bf16 convolutions); the JSON says
+  whether this one has (`cpu_native_bf16`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_teacher_step.py [--steps 10]
 """
@@ -28,7 +33,7 @@ from torch.nn import functional as F
 
 from components.models.covpool import CovPoolConfig, CovPoolFER
 from components.models.spd import EigFunction, covariance_pool, log_eig, rectify_eig
-from components.runtime import images_to_tensor
+from components.runtime import cpu_has_native_bf16, images_to_tensor, training_autocast
 
 DESIGNS = {
     "default_profile": (CovPoolConfig(in_channels=3, conv_channels=(32, 48, 64, 64, 128, 128), bimap_dim=32,
@@ -48,7 +53,8 @@ def spd_head(extractor, fmap: torch.Tensor, fused: bool) -> torch.Tensor:
     return EigFunction.apply(cov, f, df)
 
 
-def run(cfg: CovPoolConfig, size: int, batch: int, steps: int, fused: bool, seed: int = 0) -> dict:
+def run(cfg: CovPoolConfig, size: int, batch: int, steps: int, fused: bool, seed: int = 0,
+        precision: str = "fp32") -> dict:
     torch.manual_seed(seed)
     model = CovPoolFER(cfg).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -61,11 +67,14 @@ def run(cfg: CovPoolConfig, size: int, batch: int, steps: int, fused: bool, seed
         labels = torch.from_numpy(rng.integers(0, cfg.num_classes, batch))
         x = images_to_tensor(faces)
         t.append(time.perf_counter())
-        fmap = model.extractor.cnn(x * 2.0 - 1.0)
+        with training_autocast(precision, x.device):
+            fmap = model.extractor.cnn(x * 2.0 - 1.0)
         t.append(time.perf_counter())
         features = spd_head(model.extractor, fmap, fused)
         t.append(time.perf_counter())
-        loss = F.cross_entropy(model.classifier(features), labels)
+        with training_autocast(precision, x.device):
+            logits = model.classifier(features)
+        loss = F.cross_entropy(logits.float(), labels)
         t.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,15 +113,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    out = {"torch_threads": torch.get_num_threads()}
+    out = {"torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
+
+    def drift(a: list[float], b: list[float]) -> float:
+        return float(f"{max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True)):.3g}")
+
     for name, (cfg, size, batch) in DESIGNS.items():
         base = run(cfg, size, batch, args.steps, fused=False)
         fast = run(cfg, size, batch, args.steps, fused=True)
-        drift = max(abs(a - b) / abs(a) for a, b in zip(base.pop("losses"), fast.pop("losses"), strict=True))
+        bf16 = run(cfg, size, batch, args.steps, fused=False, precision="bf16")
+        base_losses = base.pop("losses")
         out[name] = {"batch": batch, "two_eighs": base | {"eig_share": eig_share(cfg, size, batch, False)},
                      "fused": fast | {"eig_share": eig_share(cfg, size, batch, True)},
                      "speedup": round(base["seconds_per_step"] / fast["seconds_per_step"], 3),
-                     "max_relative_loss_difference": float(f"{drift:.3g}")}
+                     "max_relative_loss_difference": drift(base_losses, fast.pop("losses")),
+                     "bf16": bf16 | {"max_relative_loss_difference": drift(base_losses, bf16.pop("losses"))},
+                     "speedup_bf16": round(base["seconds_per_step"] / bf16["seconds_per_step"], 3)}
     print(json.dumps(out, indent=2))
 
 

@@ -79,8 +79,10 @@ class PrepareConfig:
 Balance = Literal["weighted_loss", "sampler", "none"]
 Targets = Literal["hard", "votes"]
 Schedule = Literal["cosine", "onecycle"]
+Precision = Literal["auto", "fp32", "bf16"]
 FeatureDtype = Literal["float32", "float16"]
 BALANCE_MODES, TARGETS, SCHEDULES = typing.get_args(Balance), typing.get_args(Targets), typing.get_args(Schedule)
+PRECISIONS = typing.get_args(Precision)
 DTYPES = {"float32": np.float32, "float16": np.float16}
 SEARCHED = ("sigma", "r", "k", "p")
 
@@ -153,9 +155,12 @@ class TeacherConfig(TrackingConfig):
     warmup: float = 0.3  # onecycle: share of the steps spent warming up to lr
     seed: int = 0
     device: str = "auto"
+    precision: Precision = "fp32"  # training arithmetic: bf16 autocast, fp32, or auto (bf16 where native)
 
     def __post_init__(self) -> None:
         sec = self.section
+        if self.precision not in PRECISIONS:
+            raise BadInput(f"{sec}.precision: {self.precision!r} is not one of {PRECISIONS}")
         if self.balance not in BALANCE_MODES:
             raise BadInput(f"{sec}.balance: {self.balance!r} is not one of {BALANCE_MODES}")
         if self.targets not in TARGETS:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +16,36 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16, read from
+    /proc/cpuinfo): there oneDNN's bf16 convolutions are faster than fp32 (1.8x on the FER+
+    teacher step, benchmarks/README.md); elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a training step runs under bf16 autocast: 'bf16' always, 'fp32' never, 'auto' where
+    the device has native bf16 (a CUDA GPU that supports it, a CPU with AMX / AVX512-BF16)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_has_native_bf16()
+    return precision == "bf16"
+
+
+def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a training forward pass (see uses_bf16); a no-op for fp32.
+    Models keep their own float32/float64 islands (the SPD head: components/models/covpool.py)."""
+    if not uses_bf16(precision, device):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -81,9 +81,12 @@ class CovPoolExtractor(nn.Module):
         self.reeig_eps = cfg.reeig_eps
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.cnn(images * 2.0 - 1.0)  # (B, C', h, w)
-        cov = covariance_pool(fmap.float())  # (B, C', C')
-        return log_eig(rectify_eig(self.bimap(cov), eps=self.reeig_eps))  # (B, d, d)
+        fmap = self.cnn(images * 2.0 - 1.0)  # (B, C', h, w); bf16 under a caller's autocast
+        # The second-order head never runs in reduced precision: covariance in float32, eig in float64
+        # (components/models/spd.py), whatever autocast the caller has on.
+        with torch.autocast(device_type=fmap.device.type, enabled=False):
+            cov = covariance_pool(fmap.float())  # (B, C', C')
+            return log_eig(rectify_eig(self.bimap(cov), eps=self.reeig_eps))  # (B, d, d)
 
 
 class CovPoolClassifier(nn.Module):

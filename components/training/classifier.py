@@ -19,7 +19,9 @@ lever's measured effect are in benchmarks/README.md):
 - label_smoothing: cross-entropy label smoothing;
 - schedule: "cosine" (per epoch, from lr to 0) or "onecycle" (per step: warm-up over the first
   `warmup` share of steps to lr, then cosine annealing, torch's OneCycleLR);
-- erase_p: random erasing (one rectangle of 2-20% of the face, filled with noise) per face.
+- erase_p: random erasing (one rectangle of 2-20% of the face, filled with noise) per face;
+- precision: the training forward under bf16 autocast ("bf16"; "auto" where the device has native
+  bf16), the loss in fp32; validation and the saved model are fp32.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from components.data.store import PreparedStore, ScaledFaces
 from components.io import BadInput, atomic_file
 from components.losses import class_weights
 from components.models.covpool import CovPoolConfig, CovPoolFER, save_covpool
-from components.runtime import images_to_tensor, pick_device, predict_proba, seed_everything
+from components.runtime import images_to_tensor, pick_device, predict_proba, seed_everything, training_autocast, uses_bf16
 from components.tracking import mlflow_run
 
 
@@ -126,7 +128,8 @@ def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name
     scale_rng = np.random.default_rng([cfg.seed, 2])  # its own stream: HR-only training draws nothing from it
 
     best_acc, best_state, history = -1.0, None, []
-    with mlflow_run(cfg.experiment, run_name, params=asdict(cfg) | {"num_classes": num_classes,
+    bf16 = uses_bf16(cfg.precision, device)
+    with mlflow_run(cfg.experiment, run_name, params=asdict(cfg) | {"num_classes": num_classes, "bf16": bf16,
                                                                      "train_keys": ",".join(keys)}):
         for epoch in tqdm(range(cfg.epochs), desc=run_name, unit="epoch", disable=not progress):
             model.train()
@@ -145,8 +148,9 @@ def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name
                     batch = augment_batch(transform, batch)
                 if cfg.erase_p > 0:
                     batch = random_erase(batch, cfg.erase_p, erase_rng)
-                logits = model(images_to_tensor(batch, device))
-                loss = loss_fn(logits, torch.from_numpy(targets[idx]).to(device))
+                with training_autocast(cfg.precision, device):
+                    logits = model(images_to_tensor(batch, device))
+                loss = loss_fn(logits.float(), torch.from_numpy(targets[idx]).to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 lr_max = max(lr_max, optimizer.param_groups[0]["lr"])
@@ -180,4 +184,4 @@ def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name
                                             "hr_size": hr.shape[1]} | ({"train_keys": list(keys)} if len(keys) > 1 else {}))
         mlflow.log_metric("best_valid_accuracy", best_acc)
         mlflow.log_artifact(str(out), artifact_path="model")
-    return {"best_valid_accuracy": best_acc, "epochs": cfg.epochs, "out": str(out), "history": history}
+    return {"best_valid_accuracy": best_acc, "epochs": cfg.epochs, "bf16": bf16, "out": str(out), "history": history}

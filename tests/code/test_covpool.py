@@ -79,3 +79,34 @@ def test_class_weights_dampen_imbalance():
     assert full[1] / full[0] == pytest.approx(9.0)
     assert half[1] / half[0] == pytest.approx(3.0)
     assert full[:2].mean() == pytest.approx(1.0) and half[:2].mean() == pytest.approx(1.0)
+
+
+def test_under_bf16_autocast_the_cnn_is_bf16_and_the_spd_head_stays_full_precision():
+    """The training stages' bf16 lever (components/runtime.py training_autocast): convolutions in bf16,
+    the covariance and the eigendecompositions in float32/float64, every gradient finite."""
+    torch.manual_seed(0)
+    model = CovPoolFER(CovPoolConfig(**TINY, dropout=0.0))
+    x = torch.rand(4, 3, 48, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.extractor.cnn(x).dtype == torch.bfloat16
+        feats = model.extractor(x)
+        logits = model.classifier(feats)
+    assert feats.dtype == torch.float32, "the LogEig matrix must not come out of a bf16 covariance"
+    reference = model.extractor(x)
+    assert (feats - reference).abs().max() < 0.1 * reference.abs().max(), "bf16 CNN, same features within bf16's reach"
+    torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3])).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_training_precision_picks_bf16_as_asked_and_auto_by_the_hardware():
+    from components.runtime import cpu_has_native_bf16, training_autocast, uses_bf16
+
+    cpu = torch.device("cpu")
+    assert uses_bf16("bf16", cpu) and not uses_bf16("fp32", cpu)
+    flags = open("/proc/cpuinfo").read().split()
+    assert uses_bf16("auto", cpu) == cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
+    with training_autocast("bf16", cpu):
+        assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.bfloat16
+    with training_autocast("fp32", cpu):
+        assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.float32

@@ -29,7 +29,7 @@ def test_random_erase_changes_one_rectangle_per_face_and_nothing_else():
 
 
 @pytest.mark.parametrize("key,value", [("targets", "soft"), ("schedule", "step"), ("label_smoothing", 1.0),
-                                       ("erase_p", 1.5), ("warmup", 0.0)])
+                                       ("erase_p", 1.5), ("warmup", 0.0), ("precision", "fp16")])
 def test_teacher_config_rejects_bad_lever_values(key, value):
     with pytest.raises(BadInput, match=f"teacher.{key}"):
         TeacherConfig(**{key: value})
@@ -90,3 +90,19 @@ def test_teacher_refuses_a_store_without_a_valid_split(tiny_run, tmp_path, monke
     with pytest.raises(BadInput, match="no valid split"):
         _train(store, tmp_path / "t.pt")
     assert not (tmp_path / "t.pt").exists()
+
+
+def test_bf16_precision_trains_and_auto_follows_the_hardware(tiny_run, tmp_path, monkeypatch):
+    from components.runtime import cpu_has_native_bf16
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fp32_summary, fp32 = _train(tiny_run.prepared, tmp_path / "f.pt", precision="fp32")
+    bf16_summary, bf16 = _train(tiny_run.prepared, tmp_path / "b.pt", precision="bf16")
+    auto_summary, auto = _train(tiny_run.prepared, tmp_path / "a.pt", precision="auto")
+    assert not fp32_summary["bf16"] and bf16_summary["bf16"] and auto_summary["bf16"] == cpu_has_native_bf16()
+    assert np.isfinite(bf16_summary["history"][-1]["loss"])
+    assert abs(bf16_summary["history"][-1]["loss"] - fp32_summary["history"][-1]["loss"]) < 0.1, \
+        "one epoch in bf16 follows the fp32 loss within bf16's noise"
+    assert not all(torch.equal(fp32[k], bf16[k]) for k in fp32), "bf16 must really run the CNN in bf16"
+    same = bf16 if cpu_has_native_bf16() else fp32
+    assert all(torch.equal(auto[k], same[k]) for k in auto), "auto is bf16 on native-bf16 hardware, else fp32"
