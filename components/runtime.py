@@ -21,8 +21,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16, read from
-    /proc/cpuinfo): there oneDNN's bf16 convolutions are faster than fp32 (1.8x on the FER+
-    teacher step, benchmarks/README.md); elsewhere bf16 is emulated and slower."""
+    /proc/cpuinfo): there oneDNN's bf16 convolutions are faster than fp32 (benchmarks/README.md,
+    "The teacher in bf16"); elsewhere bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
