@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.io import BadInput, file_sha256
+
 
 class FeatureCache:
     """Read access to the feature cache (memory-mapped)."""
@@ -21,6 +23,14 @@ class FeatureCache:
         if not path.is_file():
             raise FileNotFoundError(f"{self.root}: no feature cache (manifest.json missing); run `fsrfer features`")
         self.manifest = json.loads(path.read_text())
+
+    def require_extractor(self, model: str | Path, param: str) -> None:
+        """Refuse a frozen CovPoolFER file other than the one this cache's features came from: G trained on
+        one extractor's features, or scored through another's classifier, would be silently wrong."""
+        cached = self.manifest.get("extractor_sha256")
+        if cached and Path(model).is_file() and file_sha256(model) != cached:
+            raise BadInput(f"{param}: {model} is not the extractor {self.root} was cached with (features.teacher); "
+                           f"point both at the same CovPoolFER file, or rerun `fsrfer features`")
 
     @property
     def keys(self) -> list[str]:

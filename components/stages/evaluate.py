@@ -78,6 +78,7 @@ def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     """method name -> probs(cache, split, key): bicubic always, FSR-FER when its model is configured."""
     methods = {"bicubic": bicubic_probs}
     if cfg.fsr:
+        cache.require_extractor(cfg.teacher, "evaluate.teacher")
         methods[G_ALWAYS] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
     return methods
 

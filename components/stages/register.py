@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from components.config import RegisterConfig
+from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
 from components.io import BadInput, file_sha256
 from components.metrics import G_ALWAYS, fsr_g_scales
@@ -31,6 +32,8 @@ from components.serving.fsrfer import FSRFERPredictor
 def register(cfg: RegisterConfig) -> dict:
     """FSR-FER: log the pyfunc, register a new version with alias challenger and its tags; returns the record."""
     require_files(cfg.teacher, cfg.fsr, cfg.metrics)
+    cache = FeatureCache(cfg.features)
+    cache.require_extractor(cfg.teacher, "register.teacher")
     store = PreparedStore(cfg.prepared)
     table = json.loads(Path(cfg.metrics).read_text())
     g_scales = fsr_g_scales(table)
@@ -41,7 +44,7 @@ def register(cfg: RegisterConfig) -> dict:
     g_applies = ",".join(f"{s:g}" for s in g_scales) or "never"
     generator = torch.load(cfg.fsr, map_location="cpu", weights_only=True)
     params = training_params(generator.get("train_config", {}))
-    manifest = json.loads((Path(cfg.features) / "manifest.json").read_text())
+    manifest = cache.manifest
     lineage = {"data_sha256": manifest["prepared_meta_sha256"], "teacher_sha256": file_sha256(cfg.teacher),
                "generator_sha256": file_sha256(cfg.fsr)}
     return log_and_register(cfg, store, "fsrfer_model.py", {"teacher": cfg.teacher, "generator": cfg.fsr},

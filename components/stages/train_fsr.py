@@ -15,7 +15,7 @@ import json
 
 from components.config import FSRConfig
 from components.data.feature_cache import FeatureCache
-from components.training.fsr import fsr_inputs, fsr_train_loop, require_valid_split, with_tuned_values, write_generator
+from components.training.fsr import check_fsr_inputs, fsr_inputs, fsr_train_loop, with_tuned_values, write_generator
 from components.training.loop import run_training_stage, training_summary
 
 
@@ -24,7 +24,7 @@ def train_fsr(cfg: FSRConfig, runner: str = "ray") -> dict:
     cfg.out; returns the summary."""
     import mlflow
 
-    require_valid_split(cfg.features)
+    check_fsr_inputs(cfg)
     cfg, tuned = with_tuned_values(cfg)
     with run_training_stage(fsr_train_loop, "fsr", cfg, fsr_inputs(cfg), ("features", "teacher"),
                             params={"tuned_values": json.dumps(tuned)}, runner=runner) as (state, metrics):

@@ -32,7 +32,7 @@ from components.config import SEARCHED, FSRConfig, FSRTuneConfig
 from components.distributed import run_ray_training, run_tune_search
 from components.io import atomic_write_text
 from components.tracking import mlflow_run, tracking_uri
-from components.training.fsr import fsr_inputs, fsr_train_loop, require_valid_split
+from components.training.fsr import check_fsr_inputs, fsr_inputs, fsr_train_loop
 from components.training.loop import run_hash
 
 OBJECTIVE = "valid_acc_mean"
@@ -76,7 +76,7 @@ def tune_fsr(cfg: FSRTuneConfig, base: FSRConfig) -> dict:
         atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
         return result
 
-    require_valid_split(base.features)
+    check_fsr_inputs(base)
     import mlflow
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler

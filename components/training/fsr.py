@@ -232,12 +232,14 @@ def with_tuned_values(cfg: FSRConfig) -> tuple[FSRConfig, dict[str, float]]:
     return replace(cfg, **tuned), tuned
 
 
-def require_valid_split(features: str) -> None:
-    """Selection and tuning read the validation split only: refuse a feature cache without one."""
-    splits = FeatureCache(features).splits
-    if "valid" not in splits:
-        raise BadInput(f"{features}: no valid split to evaluate G on (splits: {sorted(splits)}); "
+def check_fsr_inputs(cfg: FSRConfig) -> None:
+    """Selection and tuning read the validation split only, and G learns the features of the frozen model
+    whose classifier scores it: refuse a feature cache without a valid split, or made with another model."""
+    cache = FeatureCache(cfg.features)
+    if "valid" not in cache.splits:
+        raise BadInput(f"{cfg.features}: no valid split to evaluate G on (splits: {sorted(cache.splits)}); "
                        "set prepare.valid_fraction > 0 to carve one from train")
+    cache.require_extractor(cfg.teacher, "train_fsr.teacher")
 
 
 def fsr_inputs(cfg: FSRConfig) -> list[str]:

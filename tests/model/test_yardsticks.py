@@ -99,6 +99,33 @@ def test_bad_yardstick_params_are_refused(tiny_run, tmp_path):
     assert not (tmp_path / "isr.pt").exists()
 
 
+def test_fsr_stages_refuse_a_frozen_model_other_than_the_cached_extractor(yardsticks, tiny_run, tmp_path):
+    """FSR-FER may freeze the multi-scale CNN instead of the HR teacher (features.teacher and the FSR stages'
+    `teacher` then name it), but every FSR stage must read the same file the cache was made with: G learns one
+    model's features and its perceptual loss, its evaluation and the served bundle use that model's classifier."""
+    from components.config import EvaluateConfig, FSRConfig, FSRTuneConfig, RegisterConfig
+    from components.stages.evaluate import evaluate
+    from components.stages.register import register
+    from components.stages.train_fsr import train_fsr
+    from components.stages.tune import tune_fsr
+
+    other = str(yardsticks.multiscale_cnn)  # a CovPoolFER of the same design, not the cache's extractor
+    base = FSRConfig(features=str(tiny_run.features), teacher=other, out=str(tmp_path / "g.pt"))
+    with pytest.raises(BadInput, match="train_fsr.teacher: .*multiscale_cnn.pt is not the extractor"):
+        train_fsr(base, runner="local")
+    with pytest.raises(BadInput, match="train_fsr.teacher: .*is not the extractor"):
+        tune_fsr(FSRTuneConfig(enabled=True, out=str(tmp_path / "tuned.json")), base)
+    with pytest.raises(BadInput, match="evaluate.teacher: .*is not the extractor"):
+        evaluate(EvaluateConfig(features=str(tiny_run.features), teacher=other, fsr=str(tmp_path / "g.pt"),
+                                metrics=str(tmp_path / "m.json"), plots=str(tmp_path / "plots")))
+    (tmp_path / "g.pt").write_bytes(b"G")  # register checks that its inputs exist before reading them
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(BadInput, match="register.teacher: .*is not the extractor"):
+        register(RegisterConfig(features=str(tiny_run.features), teacher=other, fsr=str(tmp_path / "g.pt"),
+                                metrics=str(tmp_path / "m.json")))
+    assert not (tmp_path / "tuned.json").exists() and not (tmp_path / "plots").exists()
+
+
 def test_compare_scores_the_yardsticks_as_their_models_do(yardsticks, tiny_run):
     """Unit check of the columns' definitions, independent of GME-Net: the multi-scale CNN on the
     upscaled faces, image SR then the teacher (the HR face itself at x1)."""
