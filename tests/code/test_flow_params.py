@@ -86,9 +86,10 @@ def test_flow_parameters_map_onto_params_yaml_keys():
 
 
 def test_stage_order_comes_from_dvc_yaml():
-    assert stages_for(REPO, "register") == ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate",
-                                            "register"]
-    assert stages_for(REPO, "features") == ["prepare", "teacher", "features"]
+    # FSR-FER's frozen model is the multi-scale CNN (params.yaml features.teacher): DVC orders it before the cache
+    assert stages_for(REPO, "register") == ["prepare", "teacher", "multiscale_cnn", "features", "tune", "train_fsr",
+                                            "evaluate", "register"]
+    assert stages_for(REPO, "features") == ["prepare", "teacher", "multiscale_cnn", "features"]
     gme = stages_for(REPO, "register_gmenet")  # GME-Net's column sits in the table beside FSR-FER's
     assert set(gme) == {"prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "gme_teacher", "gme_train",
                         "multiscale_cnn", "isr_fer", "compare", "register_gmenet"}  # the yardsticks' columns too

@@ -6,8 +6,9 @@ Checks: the FSR-FER flow runs every stage of its chain in dvc.yaml's order and r
 champion `fsrfer` that predicts on face images of any size, with its Prefect artifact, although
 its `fsrfer prepare` process is SIGKILLed as it starts (as the OOM killer or a lost node would):
 that task is retried, as the Prefect server records, and nothing else runs twice; the
-GME-Net flow then reuses every shared stage (DVC skips them) and runs only gme_teacher,
-gme_train, the two yardsticks (multiscale_cnn, isr_fer), compare and register_gmenet,
+GME-Net flow then reuses every shared stage (DVC skips them, the multi-scale CNN included: it is
+FSR-FER's frozen model) and runs only gme_teacher, gme_train, the image-SR yardstick (isr_fer),
+compare and register_gmenet,
 registering a champion `gmenet` that predicts too,
 with the compare table (HR, bicubic, FSR-FER, GME-Net and yardstick columns, and their costs); a plain
 `dvc repro` of the whole DAG afterwards finds nothing to do; the local DVC remote
@@ -36,8 +37,9 @@ from prefect.testing.utilities import prefect_test_harness
 from tests.conftest import LINEAGE_TAGS
 from tests.e2e.conftest import REPO, KillOnce, make_project, read_flow_run, run
 
-FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
-GME_STAGES = ["gme_teacher", "gme_train", "multiscale_cnn", "isr_fer", "compare", "register_gmenet"]
+# multiscale_cnn: FSR-FER's frozen model (params.yaml features.teacher), so the FSR-FER flow trains it
+FSR_STAGES = ["prepare", "teacher", "multiscale_cnn", "features", "tune", "train_fsr", "evaluate", "register"]
+GME_STAGES = ["gme_teacher", "gme_train", "isr_fer", "compare", "register_gmenet"]
 
 
 @pytest.fixture(scope="module")

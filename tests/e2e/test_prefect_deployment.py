@@ -25,7 +25,8 @@ import pytest
 from tests.e2e.conftest import FINAL_STATES, REPO, make_project, quiet_port, read_flow_run, run, stage_process
 from tests.model.interrupt import recorded_checkpoint, signal_session
 
-FSR_STAGES = ["prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "register"]
+# multiscale_cnn: FSR-FER's frozen model (params.yaml features.teacher), so the FSR-FER flow trains it
+FSR_STAGES = ["prepare", "teacher", "multiscale_cnn", "features", "tune", "train_fsr", "evaluate", "register"]
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +229,7 @@ def test_a_worker_killed_mid_stage_crashes_its_run_and_the_rerun_resumes(served_
     _, task_runs, artifacts = read_flow_run(rerun, api_url=env["PREFECT_API_URL"])
     report = next(a.data for a in artifacts if a.key == "fsrfer-accuracy")
     stages = dict(item.split(": ") for item in re.search(r"Stages: (.*)", report).group(1).split(", "))
-    assert {stages[s] for s in ("prepare", "teacher", "features")} == {"skipped"}, stages
+    assert {stages[s] for s in ("prepare", "teacher", "multiscale_cnn", "features")} == {"skipped"}, stages
     resumed = re.fullmatch(r"resumed from iteration (\d+)", stages["train_fsr"])
     assert resumed and int(resumed.group(1)) % 3 == 0, stages  # tiny params: a checkpoint every 3 iterations
     assert stages["evaluate"] == stages["register"] == "ran", stages
