@@ -29,8 +29,8 @@ import yaml
 from components.config import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "teacher", "features", "tune", "train_fsr", "evaluate", "gme_teacher", "gme_train",
-          "multiscale_cnn", "isr_fer", "compare")
+STAGES = ("prepare", "teacher", "multiscale_cnn", "features", "tune", "train_fsr", "evaluate", "gme_teacher",
+          "gme_train", "isr_fer", "compare")
 
 
 def write_params(work: Path, ferplus: str) -> None:
@@ -40,6 +40,11 @@ def write_params(work: Path, ferplus: str) -> None:
     params["prepare"]["root"] = ferplus
     params["ray"].update(num_workers=1, cpus_per_worker=1.0)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def read_times(work: Path) -> dict:
+    path = work / "summaries" / "times.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main() -> None:
@@ -53,7 +58,7 @@ def main() -> None:
     (work / "summaries").mkdir(parents=True, exist_ok=True)
     write_params(work, str(Path(args.ferplus).resolve()))
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
-    times = json.loads((work / "summaries" / "times.json").read_text()) if (work / "summaries" / "times.json").is_file() else {}
+    times = read_times(work)
     for stage in args.stages:
         summary = work / "summaries" / f"{stage}.json"
         if summary.is_file():
@@ -62,13 +67,13 @@ def main() -> None:
         start = time.time()
         subprocess.run([sys.executable, "-m", "components.cli", stage, "--summary", str(summary)], cwd=work, env=env,
                        check=True)
-        times[stage] = round(time.time() - start)
+        times = read_times(work) | {stage: round(time.time() - start)}  # re-read: another run may share the folder
         (work / "summaries" / "times.json").write_text(json.dumps(times, indent=1))
         print(f"{stage}: {times[stage]} s", flush=True)
     if "compare" in args.stages:
         params = load_yaml((work / "params.yaml").read_text(), str(work / "params.yaml"))
         table = json.loads((work / params["compare"]["metrics"]).read_text())
-        table["stage_seconds"] = times
+        table["stage_seconds"] = read_times(work)
         table["profile"] = "profiles/ferplus.yaml, ray.num_workers=1, OMP_NUM_THREADS=" + os.environ.get(
             "OMP_NUM_THREADS", "unset")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

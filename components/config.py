@@ -282,8 +282,10 @@ class FSRConfig(RayConfig, TrackingConfig):
 @dataclass(frozen=True)
 class EvaluateConfig(TrackingConfig):
     features: str = "data/features"
-    teacher: str = "models/teacher.pt"
+    teacher: str = "models/teacher.pt"  # the frozen FER model: the feature cache's extractor and G's classifier
     fsr: str = "models/fsr.pt"  # "" leaves the FSR-FER column out
+    hr_teacher: str = ""  # a CovPoolFER trained on HR faces, a path FSR-FER may serve at a scale; "" leaves it out
+    prepared: str = "data/prepared"  # the faces hr_teacher classifies (the store the feature cache was made from)
     metrics: str = "metrics/evaluate.json"
     plots: str = "plots"
     splits: tuple[str, ...] = ("valid", "test")
@@ -295,6 +297,7 @@ class RegisterConfig(TrackingConfig):
     features: str = "data/features"
     teacher: str = "models/teacher.pt"
     fsr: str = "models/fsr.pt"
+    hr_teacher: str = ""  # bundled when the evaluate table's valid split chose it at some scale (evaluate.hr_teacher)
     metrics: str = "metrics/evaluate.json"
     out: str = "registry/fsrfer.json"
     model_name: str = "fsrfer"

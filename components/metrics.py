@@ -34,22 +34,39 @@ def accuracy_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> 
             "confusion": cm}
 
 
-def scales_where_better(valid: dict, method: str, baseline: str) -> tuple[float, ...]:
-    """The scales (1 = HR) at which `method` beats `baseline` in accuracy on the valid table
-    (method -> "x<s>" -> scores): where FSR-FER applies G. Chosen on valid, never on test."""
-    return tuple(float(key[1:]) for key, row in valid[method].items()
-                 if row["accuracy"] > valid[baseline][key]["accuracy"])
-
-
 G_ALWAYS = "fsrfer_g_always"  # the evaluate table's column of C(G(F)) at every scale
+HR_TEACHER = "hr_teacher"  # the evaluate table's column of the HR teacher on the bicubic faces (x1: the HR face)
+SERVED_PATHS = ("bicubic", HR_TEACHER, G_ALWAYS)  # what FSR-FER may serve at a scale, simplest first
+
+
+def fsr_routes(table: dict) -> dict[str, str] | None:
+    """What the served FSR-FER does at each scale key: the column of SERVED_PATHS present in the table
+    with the best valid accuracy, an earlier one on a tie (a later path must strictly beat every earlier
+    one); None for a table without the G column (written before the rule existed). Valid only, never test."""
+    valid = table.get("valid", {})
+    if G_ALWAYS not in valid:
+        return None
+    paths = [path for path in SERVED_PATHS if path in valid]
+    routes = {}
+    for key in valid[G_ALWAYS]:
+        best = paths[0]
+        for path in paths[1:]:
+            if valid[path][key]["accuracy"] > valid[best][key]["accuracy"]:
+                best = path
+        routes[key] = best
+    return routes
+
+
+def route_scales(routes: dict[str, str], path: str) -> tuple[float, ...]:
+    """The scales (1 = HR) that `routes` (fsr_routes) sends to `path`."""
+    return tuple(float(key[1:]) for key, chosen in routes.items() if chosen == path)
 
 
 def fsr_g_scales(table: dict) -> tuple[float, ...] | None:
-    """Where the served FSR-FER applies G: the scales at which G beats bicubic on the table's valid
-    split; None for a table without the G column (written before the rule existed)."""
-    if G_ALWAYS not in table.get("valid", {}):
-        return None
-    return scales_where_better(table["valid"], G_ALWAYS, "bicubic")
+    """Where the served FSR-FER applies G: the scales at which G beats bicubic (and the HR teacher, when
+    the table has its column) on the table's valid split; None for a table without the G column."""
+    routes = fsr_routes(table)
+    return None if routes is None else route_scales(routes, G_ALWAYS)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -133,7 +150,7 @@ def write_accuracy_csvs(table: dict, folder: Path) -> list[Path]:
     return paths
 
 
-SUMMARY_METHODS = ("bicubic", "fsrfer", "gmenet", "multiscale_cnn", "isr_fer")  # what a reader compares
+SUMMARY_METHODS = ("bicubic", "hr_teacher", "fsrfer", "gmenet", "multiscale_cnn", "isr_fer")  # what a reader compares
 
 
 def mean_lr_accuracy(scales: dict) -> float:

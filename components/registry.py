@@ -334,10 +334,13 @@ def require_files(*paths: str) -> None:
             raise BadInput(f"register: {path} does not exist; run the stages before registering")
 
 
-def serving_config(store: PreparedStore, g_scales: tuple[float, ...] | None = None) -> ServingConfig:
-    """The served model's config: the store's HR size, channels, classes, face crop rule and scales; G's scales."""
+def serving_config(store: PreparedStore, g_scales: tuple[float, ...] | None = None,
+                   teacher_scales: tuple[float, ...] = ()) -> ServingConfig:
+    """The served model's config: the store's HR size, channels, classes, face crop rule and scales; the
+    scales where FSR-FER applies G and those where its HR teacher serves."""
     return ServingConfig(int(store.meta["hr_size"]), int(store.meta["channels"]), tuple(store.classes),
-                         face_crop_of(store.meta), g_scales, tuple(float(s) for s in store.meta["scales"]))
+                         face_crop_of(store.meta), g_scales, tuple(float(s) for s in store.meta["scales"]),
+                         teacher_scales)
 
 
 def log_and_register(cfg, store: PreparedStore, entry: str, artifacts: dict[str, str], predictor,

@@ -2,10 +2,12 @@
 
 One face image (pre-cropped, no alignment: grayscale, RGB or RGBA, any size) ->
 convert to the teacher's channels -> centre square (as the prepare stage crops) -> MATLAB
-bicubic to the HR size the teacher was trained at (components.data.degrade) -> frozen
-extractor F -> G where the validation split says it pays (`applies_g`: the face's scale
-hr / side, rounded to the nearest trained scale, is one of the serving config's `g_scales`,
-which the evaluate stage chose on valid) -> frozen classifier C -> class probabilities.
+bicubic to the HR size the teacher was trained at (components.data.degrade) -> the path the
+validation split chose for the face's scale (`served_scale`: hr / side, rounded to the nearest
+trained scale; the evaluate stage chose each scale's path on valid, components/metrics.py:fsr_routes):
+frozen extractor F -> G (`applies_g`: a scale of the serving config's `g_scales`) -> frozen
+classifier C; or C(F) alone; or, at the config's `teacher_scales`, the HR teacher (a second
+CovPoolFER, trained on HR faces only) -> class probabilities.
 
 Scenes (`params={"detect": True}`): each input row is a photo; every face is found and cut
 the way the training faces were made (components/serving/scene.py), then goes the per-face
@@ -50,6 +52,7 @@ class ServingConfig:
     scales: the LR scales the model was trained and evaluated at (the store's).
     g_scales: the scales (1 = HR) at which FSR-FER applies G, chosen on valid by the evaluate
     stage; None (a config written before the rule existed): every face below the HR size.
+    teacher_scales: the scales at which the HR teacher serves instead (chosen on valid too).
     """
 
     hr_size: int
@@ -58,6 +61,7 @@ class ServingConfig:
     face_crop: str = "warp"
     g_scales: tuple[float, ...] | None = None
     scales: tuple[float, ...] = ()
+    teacher_scales: tuple[float, ...] = ()
 
 
 # EXIF orientation (tag 0x0112) -> the numpy view that shows the photo upright (as PIL's exif_transpose)
@@ -128,11 +132,20 @@ def applies_g(side: int, cfg: ServingConfig) -> bool:
     return any(abs(scale - g) < 1e-9 for g in cfg.g_scales)
 
 
+def uses_hr_teacher(side: int, cfg: ServingConfig) -> bool:
+    """Whether the HR teacher serves a face of `side` px: its served scale is one of the config's teacher_scales."""
+    if not cfg.teacher_scales:
+        return False
+    scale = served_scale(side, cfg)
+    return any(abs(scale - t) < 1e-9 for t in cfg.teacher_scales)
+
+
 class FSRFERPredictor:
-    """Teacher (extractor + classifier) and G, frozen, on one device."""
+    """The frozen model (extractor + classifier), G and, where valid chose it at some scale, the HR
+    teacher, frozen, on one device."""
 
     def __init__(self, teacher_path: str | Path, generator_path: str | Path, cfg: ServingConfig,
-                 device: str | torch.device = "cpu", batch_size: int = 64):
+                 device: str | torch.device = "cpu", batch_size: int = 64, hr_teacher_path: str | Path | None = None):
 
         self.cfg = cfg
         self.device = torch.device(device)
@@ -140,9 +153,17 @@ class FSRFERPredictor:
         self.generator = load_generator(generator_path, map_location=self.device)
         self.generator_path = Path(generator_path)
         self.batch_size = batch_size
-        if self.teacher.cfg.in_channels != cfg.channels:
-            raise BadInput(f"{teacher_path}: teacher expects {self.teacher.cfg.in_channels} channels, "
-                           f"the serving config says {cfg.channels}")
+        if cfg.teacher_scales and not hr_teacher_path:
+            raise BadInput(f"the serving config sends scales {list(cfg.teacher_scales)} to the HR teacher, "
+                           f"and no HR teacher file was given")
+        self.hr_teacher = load_covpool(hr_teacher_path, map_location=self.device) if cfg.teacher_scales else None
+        for path, model in ((teacher_path, self.teacher), (hr_teacher_path, self.hr_teacher)):
+            if model is not None and model.cfg.in_channels != cfg.channels:
+                raise BadInput(f"{path}: teacher expects {model.cfg.in_channels} channels, "
+                               f"the serving config says {cfg.channels}")
+            if model is not None and model.cfg.num_classes != len(cfg.classes):
+                raise BadInput(f"{path}: teacher has {model.cfg.num_classes} classes, "
+                               f"the serving config {len(cfg.classes)}")
 
     @torch.no_grad()
     def predict_proba(self, faces: list[np.ndarray]) -> np.ndarray:
@@ -160,6 +181,9 @@ class FSRFERPredictor:
             if lifted.any():
                 features = torch.where(lifted[:, None, None], self.generator(features), features)
             probs = torch.softmax(self.teacher.classifier(features), dim=1)
+            by_teacher = [i for i, side in enumerate(sides) if uses_hr_teacher(side, self.cfg)]
+            if by_teacher:
+                probs[by_teacher] = torch.softmax(self.hr_teacher(images[by_teacher]), dim=1)
             out[start : start + len(chunk)] = probs.double().cpu().numpy()
         return out
 
@@ -255,7 +279,8 @@ class FacePyfunc(PythonModel):
         cfg = json.loads(Path(context.artifacts["serving_config"]).read_text())
         g_scales = cfg.get("g_scales")
         self.cfg = ServingConfig(cfg["hr_size"], cfg["channels"], tuple(cfg["classes"]), cfg.get("face_crop", "warp"),
-                                 None if g_scales is None else tuple(g_scales), tuple(cfg.get("scales", ())))
+                                 None if g_scales is None else tuple(g_scales), tuple(cfg.get("scales", ())),
+                                 tuple(cfg.get("teacher_scales", ())))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = self.make_predictor(context.artifacts, self.cfg, device)
         self._finders: dict[tuple, SceneFaces] = {}
@@ -329,14 +354,17 @@ class FacePyfunc(PythonModel):
 
 
 class FSRFERPyfunc(FacePyfunc):
-    """The `fsrfer` registered model: artifacts teacher, generator, serving_config."""
+    """The `fsrfer` registered model: artifacts teacher, generator, serving_config, and hr_teacher where the
+    serving config sends some scale to it."""
 
     def make_predictor(self, artifacts: dict, cfg: ServingConfig, device: str) -> FSRFERPredictor:
-        return FSRFERPredictor(artifacts["teacher"], artifacts["generator"], cfg, device=device)
+        return FSRFERPredictor(artifacts["teacher"], artifacts["generator"], cfg, device=device,
+                               hr_teacher_path=artifacts.get("hr_teacher"))
 
 
 def write_serving_config(cfg: ServingConfig, path: Path) -> Path:
     g_scales = None if cfg.g_scales is None else list(cfg.g_scales)
     path.write_text(json.dumps(asdict(cfg) | {"classes": list(cfg.classes), "g_scales": g_scales,
-                                              "scales": list(cfg.scales)}, indent=2) + "\n")
+                                              "scales": list(cfg.scales), "teacher_scales": list(cfg.teacher_scales)},
+                               indent=2) + "\n")
     return path

@@ -1,6 +1,6 @@
 """Stage `compare`: the evaluate table with GME-Net and the two yardsticks beside it, and the cost of each path.
 
-Reads the `evaluate` stage's table (HR = x1 and bicubic, FSR-FER) and adds, on the prepared
+Reads the `evaluate` stage's table (x1 = HR; bicubic = the frozen model, hr_teacher, FSR-FER) and adds, on the prepared
 faces of every split and scale (LR faces resized back to the input size by MATLAB bicubic, as
 every path was trained; x1 = the HR face), with the same scores (total and mean per-class accuracy):
   gmenet          the GME-Net student

@@ -1,11 +1,12 @@
 """Stage `evaluate`: the per-scale accuracy table, as DVC metrics, plots and MLflow.
 
-Methods: "bicubic" is the frozen teacher on bicubic-upscaled LR faces (x1 is the teacher
-on HR), read from the feature cache's class probabilities; "fsrfer_g_always" is C(G(F_lr))
-on the cached LR features at every scale (at x1, G applied to the HR features); "fsrfer" is
-what the served model does: G at the scales where fsrfer_g_always beats bicubic on the valid
-split (components/metrics.py:fsr_g_scales), the bare teacher elsewhere, on
-every split, test included, by that one valid-chosen rule. Later methods (GME-Net) add their
+Methods: "bicubic" is the frozen FER model (`teacher`: FSR-FER's extractor and classifier) on
+bicubic-upscaled LR faces (x1: on HR), read from the feature cache's class probabilities;
+"hr_teacher" (when `hr_teacher` is set) is the HR teacher on the same faces, from the prepared
+store; "fsrfer_g_always" is C(G(F_lr)) on the cached LR features at every scale (at x1, G applied
+to the HR features); "fsrfer" is what the served model does: at each scale the one of those three
+paths that is best on the valid split, the simpler on a tie (components/metrics.py:fsr_routes),
+on every split, test included, by that one valid-chosen rule. Later methods (GME-Net) add their
 own rows through `method_columns`.
 
 Per split (valid, test) and scale: total accuracy and mean per-class accuracy (on a set with
@@ -26,11 +27,13 @@ import numpy as np
 
 from components.config import EvaluateConfig
 from components.data.feature_cache import FeatureCache
+from components.data.store import ScaledFaces
 from components.io import BadInput, atomic_write_text
 from components.metrics import (
     G_ALWAYS,
+    HR_TEACHER,
     accuracy_scores,
-    fsr_g_scales,
+    fsr_routes,
     log_table_to_mlflow,
     plot_accuracy_vs_scale,
     plot_confusion,
@@ -38,6 +41,7 @@ from components.metrics import (
 )
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.rrdb import load_generator
+from components.runtime import predict_proba
 from components.tracking import mlflow_run
 
 
@@ -67,6 +71,27 @@ def fsr_probs_fn(cfg: EvaluateConfig, d: int):
     return probs
 
 
+def hr_teacher_probs_fn(cfg: EvaluateConfig, cache: FeatureCache):
+    """Probabilities of the HR teacher on a block's faces from the prepared store (bicubic-upscaled LR
+    faces, the HR face at x1: the faces the cache's extractor saw), one split's faces decoded once."""
+    teacher = load_covpool(cfg.hr_teacher)
+    if teacher.cfg.num_classes != len(cache.manifest["classes"]):
+        raise BadInput(f"evaluate.hr_teacher: {cfg.hr_teacher} has {teacher.cfg.num_classes} classes, "
+                       f"{cfg.features} has {len(cache.manifest['classes'])}")
+    faces: dict[str, ScaledFaces] = {}
+
+    def probs(cache: FeatureCache, split: str, key: str) -> np.ndarray:
+        if split not in faces:
+            faces[split] = ScaledFaces(cfg.prepared, split, list(cache.keys))
+            cached = np.asarray(cache.array(split, "labels")[cache.block(split, "x1")])
+            if not np.array_equal(faces[split].labels, cached):
+                raise BadInput(f"evaluate.prepared: {cfg.prepared}'s {split} split is not the one {cfg.features} "
+                               f"was made from; rerun `fsrfer features`")
+        return predict_proba(teacher, faces[split].faces[key], batch_size=256)
+
+    return probs
+
+
 def pooled_accuracy(probs, cache: FeatureCache, splits: tuple[str, ...], key: str) -> float:
     """Accuracy of one column (`probs`, as method_columns gives) at `key` over `splits` taken together."""
     labels = np.concatenate([np.asarray(cache.array(split, "labels")[cache.block(split, key)]) for split in splits])
@@ -77,19 +102,20 @@ def pooled_accuracy(probs, cache: FeatureCache, splits: tuple[str, ...], key: st
 def method_columns(cfg: EvaluateConfig, cache: FeatureCache) -> dict:
     """method name -> probs(cache, split, key): bicubic always, FSR-FER when its model is configured."""
     methods = {"bicubic": bicubic_probs}
+    if cfg.hr_teacher:
+        methods[HR_TEACHER] = hr_teacher_probs_fn(cfg, cache)
     if cfg.fsr:
         cache.require_extractor(cfg.teacher, "evaluate.teacher")
         methods[G_ALWAYS] = fsr_probs_fn(cfg, cache.manifest["bimap_dim"])
     return methods
 
 
-def served_fsr_column(table: dict) -> tuple[float, ...]:
-    """Add the `fsrfer` column (per split: G's row where valid says G pays, else bicubic's); returns the G scales."""
-    g_scales = fsr_g_scales(table)
+def served_fsr_column(table: dict) -> dict[str, str]:
+    """Add the `fsrfer` column (per split and scale: the row of the path valid chose there); returns the routes."""
+    routes = fsr_routes(table)
     for methods in table.values():
-        methods["fsrfer"] = {key: dict(methods[G_ALWAYS][key] if float(key[1:]) in g_scales else methods["bicubic"][key])
-                             for key in methods[G_ALWAYS]}
-    return g_scales
+        methods["fsrfer"] = {key: dict(methods[path][key]) for key, path in routes.items()}
+    return routes
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

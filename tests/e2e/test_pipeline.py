@@ -343,10 +343,10 @@ def test_gmenet_flow_publishes_the_compare_table(flow_project, gme_run):
     assert "gmenet v1" in markdown and "| valid |" in markdown and "Cost per face" in markdown
     metrics, compared = gme_run["evaluate"], gme_run["compare"]
     for split in ("valid", "test"):
-        assert set(metrics[split]) == {"bicubic", "fsrfer_g_always", "fsrfer"}
+        assert set(metrics[split]) == {"bicubic", "hr_teacher", "fsrfer_g_always", "fsrfer"}
         assert list(metrics[split]["fsrfer"]) == ["x1", "x2", "x4", "x8"]
-        assert set(compared["table"][split]) == {"bicubic", "fsrfer_g_always", "fsrfer", "gmenet", "multiscale_cnn",
-                                                 "isr_fer"}  # GME-Net's and the yardsticks' join
+        assert set(compared["table"][split]) == {"bicubic", "hr_teacher", "fsrfer_g_always", "fsrfer", "gmenet",
+                                                 "multiscale_cnn", "isr_fer"}  # GME-Net's and the yardsticks' join
         assert compared["table"][split]["fsrfer"] == metrics[split]["fsrfer"]
         for method, row in compared["table"][split].items():  # the artifact shows the JSON's numbers
             assert f"{100 * row['x8']['accuracy']:.1f}" in markdown, (split, method)

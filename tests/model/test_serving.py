@@ -16,10 +16,10 @@ from components.data.degrade import imresize_uint8, upscale_to
 from components.data.feature_cache import FeatureCache
 from components.data.store import PreparedStore
 from components.io import BadInput
-from components.metrics import G_ALWAYS, fsr_g_scales
+from components.metrics import G_ALWAYS, HR_TEACHER, fsr_g_scales, fsr_routes, route_scales
 from components.models.covpool import load_covpool, triu_to_matrix
 from components.models.rrdb import FeatureGenerator, GeneratorConfig, load_generator
-from components.serving.fsrfer import FSRFERPredictor, ServingConfig, applies_g, decode_image, to_hr
+from components.serving.fsrfer import FSRFERPredictor, ServingConfig, applies_g, decode_image, to_hr, uses_hr_teacher
 from components.stages.evaluate import served_fsr_column
 from components.training.fsr import write_generator
 
@@ -153,9 +153,25 @@ def test_the_fsrfer_column_is_g_where_valid_says_it_pays_and_the_teacher_elsewhe
                      G_ALWAYS: {"x1": row(0.4), "x2": row(0.5 if split == "valid" else 0.9),
                                 "x4": row(0.6 if split == "valid" else 0.1)}}
              for split in ("valid", "test")}
-    assert served_fsr_column(table) == (4.0,)  # x2 ties on valid: G does not pay there, whatever test says
+    assert served_fsr_column(table) == {"x1": "bicubic", "x2": "bicubic", "x4": G_ALWAYS}  # x2 ties on valid: no G
+    assert fsr_g_scales(table) == (4.0,)
     assert table["test"]["fsrfer"] == {"x1": row(0.5), "x2": row(0.5), "x4": row(0.1)}
     assert fsr_g_scales({"valid": {"bicubic": {}}}) is None
+
+
+def test_with_an_hr_teacher_column_each_scale_serves_its_best_path_on_valid_the_simpler_on_a_tie():
+    def row(acc: float) -> dict:
+        return {"accuracy": acc, "mean_class_accuracy": acc}
+
+    valid = {"bicubic": {"x1": row(0.5), "x2": row(0.5), "x4": row(0.5), "x8": row(0.5)},
+             HR_TEACHER: {"x1": row(0.7), "x2": row(0.5), "x4": row(0.6), "x8": row(0.6)},
+             G_ALWAYS: {"x1": row(0.6), "x2": row(0.5), "x4": row(0.6), "x8": row(0.7)}}
+    test = {method: {key: row(0.9 if method == "bicubic" else 0.1) for key in rows} for method, rows in valid.items()}
+    table = {"valid": valid, "test": test}
+    routes = served_fsr_column(table)
+    assert routes == {"x1": HR_TEACHER, "x2": "bicubic", "x4": HR_TEACHER, "x8": G_ALWAYS}  # test's numbers never count
+    assert route_scales(routes, HR_TEACHER) == (1.0, 4.0) and fsr_g_scales(table) == (8.0,)
+    assert [table["test"]["fsrfer"][k]["accuracy"] for k in ("x1", "x2", "x4", "x8")] == [0.1, 0.9, 0.1, 0.1]
 
 
 def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
@@ -173,6 +189,53 @@ def test_evaluate_never_serves_g_where_it_loses_on_valid(registered_fsrfer):
     assert client.get_run(version.run_id).data.params["g_scales"] == ",".join(f"{s:g}" for s in g_scales)
     served = mlflow.pyfunc.load_model(client.get_model_version_download_uri("fsrfer", "1")).unwrap_python_model()
     assert served.cfg.g_scales == g_scales and served.cfg.face_crop == "warp" and served.cfg.scales == (2.0, 4.0, 8.0)
+
+
+def test_the_hr_teacher_serves_the_scales_where_valid_chose_it_in_the_table_and_the_registered_model(
+        tiny_run, yardsticks, registered_fsrfer, tmp_path, monkeypatch):
+    """evaluate with `hr_teacher` (any second CovPoolFER of the same classes: here the yardstick multi-scale
+    CNN, which beats the tiny frozen teacher at some scales on valid) adds its column and serves each scale's
+    best path on valid; register bundles it, and the registered model sends those scales' faces to it."""
+    from components.config import EvaluateConfig, RegisterConfig
+    from components.data.store import ScaledFaces
+    from components.runtime import predict_proba
+    from components.stages.evaluate import evaluate
+    from components.stages.register import register
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    common = dict(features=str(tiny_run.features), teacher=str(tiny_run.teacher), fsr=str(registered_fsrfer.root / "fsr.pt"))
+    table = evaluate(EvaluateConfig(**common, hr_teacher=str(yardsticks.multiscale_cnn), prepared=str(tiny_run.prepared),
+                                    metrics=str(tmp_path / "evaluate.json"), plots=str(tmp_path / "plots"),
+                                    experiment="test-evaluate"))
+    hr_teacher = load_covpool(yardsticks.multiscale_cnn)
+    faces = ScaledFaces(str(tiny_run.prepared), "valid", ["x1", "x4"])
+    for key in ("x1", "x4"):  # the column is the second model on the faces the frozen one saw
+        own = (predict_proba(hr_teacher, faces.faces[key]).argmax(1) == faces.labels).mean()
+        assert table["valid"][HR_TEACHER][key]["accuracy"] == pytest.approx(own)
+    routes = fsr_routes(table)
+    teacher_scales = route_scales(routes, HR_TEACHER)
+    assert teacher_scales, table["valid"]  # the fixture's second model wins somewhere
+    for split in ("valid", "test"):
+        for key, path in routes.items():
+            assert table[split]["fsrfer"][key] == table[split][path][key], (split, key)
+    for key, scores in table["valid"]["fsrfer"].items():
+        assert all(scores["accuracy"] >= table["valid"][p][key]["accuracy"] for p in ("bicubic", HR_TEACHER, G_ALWAYS))
+
+    registration = dict(common, prepared=str(tiny_run.prepared), metrics=str(tmp_path / "evaluate.json"),
+                        out=str(tmp_path / "fsrfer.json"), experiment="test-register", model_name="fsrfer-routed")
+    with pytest.raises(BadInput, match="register.hr_teacher"):  # the table needs it and none is named: nothing registered
+        register(RegisterConfig(**registration))
+    assert not (tmp_path / "fsrfer.json").exists()
+    register(RegisterConfig(**registration, hr_teacher=str(yardsticks.multiscale_cnn)))
+    served = mlflow.pyfunc.load_model("models:/fsrfer-routed/1").unwrap_python_model()
+    assert served.cfg.teacher_scales == teacher_scales and served.cfg.g_scales == route_scales(routes, G_ALWAYS)
+    store = PreparedStore(tiny_run.prepared)
+    scale = teacher_scales[-1]
+    key = "hr" if scale == 1.0 else f"x{scale:g}"
+    native = np.asarray(store.array("valid", key)[:6])
+    assert uses_hr_teacher(min(native.shape[1:3]), served.cfg)
+    expected = predict_proba(hr_teacher, native if scale == 1.0 else upscale_to(native, (64, 64)))
+    np.testing.assert_allclose(served.predictor.predict_proba(list(native)), expected, atol=1e-5)
 
 
 def test_the_readme_python_snippet_runs_as_pasted(registered_fsrfer, tmp_path):
