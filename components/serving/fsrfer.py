@@ -124,20 +124,22 @@ def served_scale(side: int, cfg: ServingConfig) -> float:
     return min((1.0, *cfg.scales), key=lambda s: (abs(lr_size(cfg.hr_size, s) - side), abs(s - cfg.hr_size / side)))
 
 
+def served_at(side: int, cfg: ServingConfig, scales: tuple[float, ...]) -> bool:
+    """Whether a face of `side` px has its served scale among `scales`."""
+    scale = served_scale(side, cfg)
+    return any(abs(scale - s) < 1e-9 for s in scales)
+
+
 def applies_g(side: int, cfg: ServingConfig) -> bool:
     """Whether FSR-FER lifts a face of `side` px with G: its served scale is one valid chose."""
     if cfg.g_scales is None:
         return side < cfg.hr_size
-    scale = served_scale(side, cfg)
-    return any(abs(scale - g) < 1e-9 for g in cfg.g_scales)
+    return served_at(side, cfg, cfg.g_scales)
 
 
 def uses_hr_teacher(side: int, cfg: ServingConfig) -> bool:
     """Whether the HR teacher serves a face of `side` px: its served scale is one of the config's teacher_scales."""
-    if not cfg.teacher_scales:
-        return False
-    scale = served_scale(side, cfg)
-    return any(abs(scale - t) < 1e-9 for t in cfg.teacher_scales)
+    return served_at(side, cfg, cfg.teacher_scales)
 
 
 class FSRFERPredictor:
@@ -175,13 +177,16 @@ class FSRFERPredictor:
         for start in range(0, len(faces), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
             images = images_to_tensor(np.stack([hr for hr, _ in chunk]), self.device)  # (B, C, H, W)
-            features = self.teacher.extractor(images)  # (B, d, d) LogEig
             sides = [min(face.shape[:2]) for face in faces[start : start + self.batch_size]]
-            lifted = torch.tensor([applies_g(side, self.cfg) for side in sides], device=self.device)
-            if lifted.any():
-                features = torch.where(lifted[:, None, None], self.generator(features), features)
-            probs = torch.softmax(self.teacher.classifier(features), dim=1)
             by_teacher = [i for i, side in enumerate(sides) if uses_hr_teacher(side, self.cfg)]
+            frozen = sorted(set(range(len(sides))) - set(by_teacher))  # each face runs one model only
+            probs = torch.empty(len(sides), len(self.cfg.classes), device=self.device)
+            if frozen:
+                features = self.teacher.extractor(images[frozen])  # (b, d, d) LogEig
+                lifted = torch.tensor([applies_g(sides[i], self.cfg) for i in frozen], device=self.device)
+                if lifted.any():
+                    features = torch.where(lifted[:, None, None], self.generator(features), features)
+                probs[frozen] = torch.softmax(self.teacher.classifier(features), dim=1)
             if by_teacher:
                 probs[by_teacher] = torch.softmax(self.hr_teacher(images[by_teacher]), dim=1)
             out[start : start + len(chunk)] = probs.double().cpu().numpy()
