@@ -117,6 +117,7 @@ class GMENetConfig:
     spatial_kernel: int = 7
     fusion_dim: int = 256
     dropout: float = 0.3
+    test_flip: bool = False  # eval mode: logits averaged over the face and its mirror (selection, evaluation, serving)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class TeacherConfig(TrackingConfig):
     seed: int = 0
     device: str = "auto"
     precision: Precision = "fp32"  # training arithmetic: bf16 autocast, fp32, or auto (bf16 where native)
+    test_flip: bool = False  # eval mode (selection, features, evaluation, serving): F = mean of face's and mirror's LogEig
 
     def __post_init__(self) -> None:
         sec = self.section

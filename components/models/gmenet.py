@@ -60,6 +60,7 @@ class GMEConfig:
     spatial_kernel: int = 7
     fusion_dim: int = 256
     dropout: float = 0.3
+    test_flip: bool = False  # eval mode: logits are the mean of the face's and its mirror's (as CovPoolFER's)
 
     def __post_init__(self) -> None:
         if not self.local_channels or not self.global_channels or not self.dilations:
@@ -197,6 +198,9 @@ class GMENet(nn.Module):
 
     def forward(self, x: torch.Tensor, with_attention: bool = False):
         """Logits; with_attention=True: (logits, maps), through forward so a DDP wrapper sees it."""
+        if self.cfg.test_flip and not self.training and not with_attention:  # face and mirror in one batch
+            face, mirror = self.forward_with_attention(torch.cat([x, x.flip(3)]))[0].split(x.shape[0])
+            return 0.5 * (face + mirror)
         logits, maps = self.forward_with_attention(x)
         return (logits, maps) if with_attention else logits
 

@@ -97,14 +97,15 @@ def train_covpool_classifier(cfg: TeacherConfig, keys: tuple[str, ...], run_name
     targets = (np.asarray(store.array("train", "votes"), dtype=np.float32) if cfg.targets == "votes"
                else labels)
     model_cfg = CovPoolConfig(in_channels=hr.shape[3], conv_channels=cfg.conv_channels, pool_after=cfg.pool_after,
-                              bimap_dim=cfg.bimap_dim, fc_dims=cfg.fc_dims, num_classes=num_classes, dropout=cfg.dropout)
+                              bimap_dim=cfg.bimap_dim, fc_dims=cfg.fc_dims, num_classes=num_classes, dropout=cfg.dropout,
+                              test_flip=cfg.test_flip)
     model = CovPoolFER(model_cfg)
     if init:
         if not Path(init).is_file():
             raise BadInput(f"{run_name}.init: {init} does not exist")
         start = torch.load(init, map_location="cpu", weights_only=True)
-        def plain(config: dict) -> dict:
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        def plain(config: dict) -> dict:  # the design: what the weights fit (test_flip is how eval mode reads them)
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k != "test_flip"}
 
         if plain(start["config"]) != plain(asdict(model_cfg)):
             raise BadInput(f"{run_name}.init: {init} is another design than {run_name}'s params "

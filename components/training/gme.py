@@ -19,7 +19,7 @@ teacher). The loop around the step is components/training/loop.py.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ def gme_network(cfg: GMETrainConfig, store_meta: dict) -> GMEConfig:
                      num_classes=len(store_meta["classes"]), stem_channels=cfg.stem_channels,
                      local_channels=cfg.local_channels, global_channels=cfg.global_channels,
                      dilations=cfg.dilations, reduction=cfg.reduction, spatial_kernel=cfg.spatial_kernel,
-                     fusion_dim=cfg.fusion_dim, dropout=cfg.dropout)
+                     fusion_dim=cfg.fusion_dim, dropout=cfg.dropout, test_flip=cfg.test_flip)
 
 
 def accuracy_per_scale(model: GMENet, data: ScaledFaces, device: torch.device) -> dict[str, float]:
@@ -138,7 +138,8 @@ def train_gme(cfg: GMETrainConfig, runner: str = "ray") -> dict:
     if "valid" not in store.splits:
         raise BadInput(f"{cfg.prepared}: no valid split to evaluate and select GME-Net on (splits: "
                        f"{sorted(store.splits)}); set prepare.valid_fraction > 0 to carve one from train")
-    if cfg.teacher and load_gmenet(cfg.teacher).cfg != gme_network(cfg, store.meta):
+    if cfg.teacher and replace(load_gmenet(cfg.teacher).cfg, test_flip=False) != replace(gme_network(cfg, store.meta),
+                                                                                          test_flip=False):
         raise BadInput(f"{cfg.teacher}: the GME-Net teacher's design differs from gme_train's "
                        "(A-SKD compares the maps of the same blocks); train them with the same sizes")
     inputs = [str(Path(cfg.prepared) / "meta.json")] + ([cfg.teacher] if cfg.teacher else [])

@@ -110,3 +110,40 @@ def test_training_precision_picks_bf16_as_asked_and_auto_by_the_hardware():
         assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.bfloat16
     with training_autocast("fp32", cpu):
         assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.float32
+
+
+def test_with_test_flip_eval_mode_reads_the_mean_of_the_face_and_its_mirror_and_training_does_not(tmp_path):
+    """test_flip: in eval mode F(x) = (F(x) + F(mirror x)) / 2, so a face and its mirror get the same
+    features and prediction; train mode sees the single face; the flag survives save/load, a file
+    saved before the flag existed loads without it, and the cost counts both passes."""
+    from dataclasses import asdict
+
+    from components.models.cost import model_cost
+    from components.models.saved import save_reproducibly
+
+    torch.manual_seed(0)
+    small_eps = dict(reeig_eps=1e-10)  # an untrained CNN's covariance sits under the default ReEig floor
+    plain = CovPoolFER(CovPoolConfig(**TINY, **small_eps)).eval()
+    flip = CovPoolFER(CovPoolConfig(**TINY, **small_eps, test_flip=True)).eval()
+    flip.load_state_dict(plain.state_dict())
+    x = torch.rand(3, 3, 48, 48)
+    mirror = x.flip(3)
+    single, mirrored = plain.extractor(x), plain.extractor(mirror)
+    assert (single - mirrored).abs().max() > 1e-4, "the tiny CNN must not be mirror-invariant already"
+    torch.testing.assert_close(flip.extractor(x), 0.5 * (single + mirrored))
+    torch.testing.assert_close(flip(x), flip(mirror))
+    torch.testing.assert_close(flip.extractor.train()(x), plain.extractor.train()(x))  # training: the single face
+
+    save_covpool(flip.eval(), tmp_path / "flip.pt")
+    loaded = load_covpool(tmp_path / "flip.pt")
+    assert loaded.cfg.test_flip
+    torch.testing.assert_close(loaded(x), flip(x))
+    old = {"config": {k: v for k, v in asdict(plain.cfg).items() if k != "test_flip"}, "state_dict": plain.state_dict(),
+           "extra": {}}
+    save_reproducibly(old, tmp_path / "old.pt")
+    assert not load_covpool(tmp_path / "old.pt").cfg.test_flip
+
+    extractor = model_cost(plain.extractor, (1, 3, 48, 48))["flops"]  # the classifier still runs once
+    # (within 1%: a per-forward term such as the BiMap weight's own product does not double)
+    assert model_cost(flip, (1, 3, 48, 48))["flops"] == pytest.approx(model_cost(plain, (1, 3, 48, 48))["flops"] + extractor,
+                                                                       rel=0.01)

@@ -124,3 +124,22 @@ def test_cost_counts_parameters_and_flops():
     bigger = model_cost(GMENet(GMEConfig(input_size=96, stem_channels=8, local_channels=(8, 16, 24),
                                          global_channels=(8, 16, 24), fusion_dim=32)).eval(), (1, 1, 96, 96))
     assert bigger["params"] == cost["params"] and 3.5 * cost["flops"] < bigger["flops"] < 4.5 * cost["flops"]
+
+
+def test_with_test_flip_eval_logits_are_the_mean_over_the_face_and_its_mirror():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = GMENet(TINY).eval()
+    flip = GMENet(replace(TINY, test_flip=True)).eval()
+    flip.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 48, 48)
+    assert (plain(x) - plain(x.flip(3))).abs().max() > 1e-4
+    torch.testing.assert_close(flip(x), 0.5 * (plain(x) + plain(x.flip(3))))
+    torch.testing.assert_close(flip(x), flip(x.flip(3)))
+    logits, maps = flip(x, with_attention=True)  # distillation reads the single face's maps
+    torch.testing.assert_close(logits, plain(x))
+    torch.manual_seed(1)
+    trained = flip.train()(x)
+    torch.manual_seed(1)  # the same dropout masks
+    torch.testing.assert_close(trained, plain.train()(x))

@@ -135,3 +135,30 @@ def test_compare_scores_the_yardsticks_as_their_models_do(yardsticks, tiny_run):
     assert not np.array_equal(sr, data.faces["x8"])  # trained: it changed the faces
     acc = accuracy_scores(data.labels, predict_proba(teacher, sr), 7)["accuracy"]
     assert 0 <= acc <= 1
+
+
+def test_a_multiscale_cnn_with_test_flip_starts_from_a_plain_teacher_and_selects_on_face_and_mirror(tiny_run, tmp_path,
+                                                                                                   monkeypatch):
+    """test_flip is how eval mode reads the weights, not their design: fine-tuning a teacher saved
+    without it is allowed; the saved network carries it, reads a face and its mirror alike, and the
+    figure the stage selected on is that network's own valid accuracy, mirror included."""
+    from components.stages.multiscale_cnn import train_multiscale_cnn
+    from tests.conftest import TINY_TEACHER
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not load_covpool(tiny_run.teacher).cfg.test_flip
+    summary = train_multiscale_cnn(MultiscaleCNNConfig(prepared=str(tiny_run.prepared), out=str(tmp_path / "m.pt"),
+                                                       init=str(tiny_run.teacher), test_flip=True,
+                                                       **TINY_TEACHER | {"epochs": 1, "experiment": "test-flip"}),
+                                   progress=False)
+    model = load_covpool(tmp_path / "m.pt")
+    assert model.cfg.test_flip
+    keys = ("x1", "x2", "x4", "x8")
+    accs = []
+    for key in keys:
+        data = ScaledFaces(str(tiny_run.prepared), "valid", [key])
+        probs = predict_proba(model, data.faces[key])
+        np.testing.assert_allclose(predict_proba(model, np.ascontiguousarray(data.faces[key][:, :, ::-1])), probs,
+                                   atol=1e-5)
+        accs.append(float((probs.argmax(1) == data.labels).mean()))
+    assert summary["best_valid_accuracy"] == pytest.approx(np.mean(accs))
