@@ -44,13 +44,13 @@ cache = FeatureCache(cfg.features)
 shown = ("channels", "growth", "blocks", "dense_residual", "loss_norm", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
          "sigma", "r", "k", "p")
 out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in shown}}
-for split in ("valid",):  # selection reads valid only; the test split is never looked at here
-    lab = np.asarray(cache.array(split, "labels"))
-    probs = np.asarray(cache.array(split, "probs"))
-    bic = {k: round(float((probs[cache.block(split, k)].argmax(1) == lab[cache.block(split, k)]).mean()), 4) for k in cache.keys}
-    pairs = PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim)
-    fsr = fsr_accuracy_per_scale(g, teacher.classifier, pairs, torch.device("cpu"))
-    out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
+split = "valid"  # selection reads valid only; the test split is never looked at here
+lab = np.asarray(cache.array(split, "labels"))
+probs = np.asarray(cache.array(split, "probs"))
+bic = {k: round(float((probs[cache.block(split, k)].argmax(1) == lab[cache.block(split, k)]).mean()), 4) for k in cache.keys}
+pairs = PairedFeatures(cfg.features, split, teacher.cfg.bimap_dim)
+fsr = fsr_accuracy_per_scale(g, teacher.classifier, pairs, torch.device("cpu"))
+out[split] = {"bicubic": bic, "fsrfer": {k: round(v, 4) for k, v in fsr.items()}}
 print(json.dumps(out, indent=1))
 Path("benchmarks/.cache").mkdir(parents=True, exist_ok=True)
 name = f"ferplus_fsr{'_tuned' if tuned else ''}{'_' + '_'.join(sys.argv[3:]) if overrides else ''}".replace("/", "_")

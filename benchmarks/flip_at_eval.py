@@ -25,8 +25,7 @@ from components.runtime import images_to_tensor, predict_proba  # noqa: E402
 
 @torch.no_grad()
 def covpool_rows(path: Path, data: ScaledFaces) -> dict:
-    model = load_covpool(path)
-    model.extractor.test_flip = False  # read each way explicitly below
+    model = load_covpool(path)  # each way read explicitly below, through the single-face `features`
     out = {}
     for key, faces in data.faces.items():
         hits = np.zeros(3)
