@@ -137,6 +137,20 @@ def final_state(result, what: str) -> dict:
         return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
 
 
+# What a local Ray inherits (its raylet, and so every worker, reads it from the environment at start);
+# a value already in the environment wins. A cluster joined through RAY_ADDRESS keeps its own.
+RAY_LOCAL_ENV = {
+    # Ray runs its workers at nice 15 so that its own daemons stay responsive. Here the workers are the
+    # job (training), and at nice 15 any other process on the machine takes their core: a 2-core run
+    # slowed several times over, and in a Tune search the stopped trials' Train controllers and
+    # placement-group cleaners starved while their placement groups held the CPUs the next trial needed.
+    "RAY_worker_niceness": "0",
+    # Ray Train fails a worker group that has not started within 60 s; on a loaded machine starting a
+    # worker (a process importing torch) can take longer, and each retry leaves the search waiting.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+}
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """ray.init once: join RAY_ADDRESS when set, else start a local Ray with `num_cpus`."""
     import ray
@@ -145,6 +159,8 @@ def init_ray(num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    for key, value in RAY_LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:

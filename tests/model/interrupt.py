@@ -54,6 +54,24 @@ def session_pids(sid: int, marker: bytes = b"") -> list[int]:
     return sorted(pids)
 
 
+def descendants(pid: int, pids: list[int]) -> list[int]:
+    """Those of `pids` that descend from process `pid` (a local Ray's workers descend from its driver)."""
+    def parent(p: int) -> int:
+        try:
+            return int((Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            return 0
+
+    found = []
+    for p in pids:
+        ancestor = parent(p)
+        while ancestor > 1 and ancestor != pid:
+            ancestor = parent(ancestor)
+        if ancestor == pid:
+            found.append(p)
+    return found
+
+
 def signal_session(sid: int, sig: int) -> None:
     """Send `sig` to every process of session `sid`: the CLI's driver, its Ray daemons, and the Ray
     workers (those run in process groups of their own, so killpg alone would miss them)."""
