@@ -1,13 +1,14 @@
-"""Benchmark: where one GME-Net student step spends its time, and what channels-last weights buy.
+"""Benchmark: where one GME-Net student step spends its time, and what channels-last weights and bf16 buy.
 
 One step as components/training/gme.py takes it: batch to tensor (data), the frozen teacher's
 forward on the HR faces and the student's forward (forward), CE + A-SKD backward (backward),
 AdamW (optimiser). Two designs: the embedded default's test size (3 channels, 64 px, 8-16-24
 branches, batch 32) and the FER+ profile's (1 channel, 48 px, 16-32-64 branches, fusion 128,
 batch 64), on random faces of those shapes (a step's cost depends on shapes only). Each is run
-with the networks as built (today's path) and converted to channels-last memory, in the same
-run, from the same initial weights and batches; the loss of every step of the two is compared
-(the same curve within float noise is the bar a faster path must meet).
+with the networks as built (today's path, fp32), converted to channels-last memory, under bf16
+autocast (`precision: bf16`, the forward passes; the losses in float32), and both, in the same
+run, from the same initial weights and batches; the loss of every step of each against the
+first is compared (the same curve within noise is the bar a faster path must meet).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gme_step.py [--steps 20]
 """
@@ -24,7 +25,7 @@ from torch.nn import functional as F
 
 from components.losses import attention_similarity_loss
 from components.models.gmenet import GMEConfig, GMENet
-from components.runtime import images_to_tensor
+from components.runtime import images_to_tensor, training_autocast
 
 DESIGNS = {
     "synthetic_test": (GMEConfig(in_channels=3, input_size=64, num_classes=7, stem_channels=8,
@@ -34,7 +35,7 @@ DESIGNS = {
 }
 
 
-def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int = 0) -> dict:
+def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int = 0, precision: str = "fp32") -> dict:
     torch.manual_seed(seed)
     teacher, student = GMENet(cfg).eval(), GMENet(cfg)
     if channels_last:
@@ -52,10 +53,12 @@ def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int =
         labels = torch.from_numpy(rng.integers(0, cfg.num_classes, batch))
         x, hr = images_to_tensor(lr_faces), images_to_tensor(hr_faces)
         t1 = time.perf_counter()
-        logits, maps = student(x, with_attention=True)
-        with torch.no_grad():
-            _, teacher_maps = teacher(hr, with_attention=True)
-        loss = F.cross_entropy(logits, labels) + 5.0 * attention_similarity_loss(maps, teacher_maps)
+        with training_autocast(precision, torch.device("cpu")):
+            logits, maps = student(x, with_attention=True)
+            with torch.no_grad():
+                _, teacher_maps = teacher(hr, with_attention=True)
+        loss = F.cross_entropy(logits.float(), labels) + 5.0 * attention_similarity_loss(
+            [tuple(m.float() for m in block) for block in maps], [tuple(m.float() for m in block) for block in teacher_maps])
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -78,11 +81,15 @@ def main() -> None:
     out = {"torch_threads": torch.get_num_threads()}
     for name, (cfg, batch) in DESIGNS.items():
         base = run(cfg, batch, args.steps, channels_last=False)
-        fast = run(cfg, batch, args.steps, channels_last=True)
-        drift = max(abs(a - b) / abs(a) for a, b in zip(base.pop("losses"), fast.pop("losses"), strict=True))
-        out[name] = {"batch": batch, "as_built": base, "channels_last": fast,
-                     "speedup": round(base["seconds_per_step"] / fast["seconds_per_step"], 3),
-                     "max_relative_loss_difference": float(f"{drift:.3g}")}
+        out[name] = {"batch": batch, "as_built": base}
+        for variant, kwargs in (("channels_last", {"channels_last": True}),
+                                ("bf16", {"channels_last": False, "precision": "bf16"}),
+                                ("bf16_channels_last", {"channels_last": True, "precision": "bf16"})):
+            fast = run(cfg, batch, args.steps, **kwargs)
+            drift = max(abs(a - b) / abs(a) for a, b in zip(base["losses"], fast.pop("losses"), strict=True))
+            out[name][variant] = fast | {"speedup": round(base["seconds_per_step"] / fast["seconds_per_step"], 3),
+                                         "max_relative_loss_difference": float(f"{drift:.3g}")}
+        base.pop("losses")
     print(json.dumps(out, indent=2))
 
 

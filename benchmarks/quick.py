@@ -47,8 +47,9 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...], tuple[str, ...]]] = {
                       "ferplus_profile.two_eighs.eig_share", "ferplus_profile.speedup",
                       "ferplus_profile.speedup_bf16", "cpu_native_bf16")),
     "gme_step": (["bench_gme_step.py", "--steps", "4"], (),
-                 ("synthetic_test.as_built.seconds_per_step", "synthetic_test.speedup",
-                  "ferplus_profile.as_built.seconds_per_step", "ferplus_profile.speedup")),
+                 ("synthetic_test.as_built.seconds_per_step", "synthetic_test.channels_last.speedup",
+                  "ferplus_profile.as_built.seconds_per_step", "ferplus_profile.channels_last.speedup",
+                  "ferplus_profile.bf16.speedup")),
 }
 
 
