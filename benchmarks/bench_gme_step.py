@@ -35,6 +35,11 @@ DESIGNS = {
 }
 
 
+def as_float(maps: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
+    """Attention maps (a tuple per block) in float32: under bf16 autocast the forward leaves them in bf16."""
+    return [tuple(m.float() for m in block) for block in maps]
+
+
 def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int = 0, precision: str = "fp32") -> dict:
     torch.manual_seed(seed)
     teacher, student = GMENet(cfg).eval(), GMENet(cfg)
@@ -57,8 +62,8 @@ def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int =
             logits, maps = student(x, with_attention=True)
             with torch.no_grad():
                 _, teacher_maps = teacher(hr, with_attention=True)
-        loss = F.cross_entropy(logits.float(), labels) + 5.0 * attention_similarity_loss(
-            [tuple(m.float() for m in block) for block in maps], [tuple(m.float() for m in block) for block in teacher_maps])
+        loss = F.cross_entropy(logits.float(), labels) + 5.0 * attention_similarity_loss(as_float(maps),
+                                                                                       as_float(teacher_maps))
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -137,16 +137,18 @@ def final_state(result, what: str) -> dict:
         return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
 
 
-# What a local Ray inherits (its raylet, and so every worker, reads it from the environment at start);
-# a value already in the environment wins. A cluster joined through RAY_ADDRESS keeps its own.
-RAY_LOCAL_ENV = {
+# Set before ray.init where not already in the environment (a value there wins). A local Ray's
+# raylet, and so every worker, reads them at start; a cluster joined through RAY_ADDRESS keeps its own.
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     # Ray runs its workers at nice 15 so that its own daemons stay responsive. Here the workers are the
     # job (training), and at nice 15 any other process on the machine takes their core: a 2-core run
     # slowed several times over, and in a Tune search the stopped trials' Train controllers and
     # placement-group cleaners starved while their placement groups held the CPUs the next trial needed.
     "RAY_worker_niceness": "0",
     # Ray Train fails a worker group that has not started within 60 s; on a loaded machine starting a
-    # worker (a process importing torch) can take longer, and each retry leaves the search waiting.
+    # worker (a process importing torch) took longer, and the search then stalled (benchmarks/README.md).
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
 }
 
@@ -157,9 +159,7 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    for key, value in RAY_LOCAL_ENV.items():
+    for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
