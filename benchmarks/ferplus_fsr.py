@@ -41,7 +41,7 @@ train_fsr(replace(cfg, out=f"{root}/models/fsr_bench.pt"), runner="local")  # th
 teacher = load_covpool(cfg.teacher)
 g = load_generator(f"{root}/models/fsr_bench.pt")
 cache = FeatureCache(cfg.features)
-shown = ("channels", "growth", "blocks", "dense_residual", "loss_norm", "w_gan", "w_percep", "w_feat", "lr", "batch_size",
+shown = ("channels", "growth", "blocks", "dense_residual", "loss_norm", "w_gan", "w_percep", "w_feat", "w_ce", "lr", "batch_size",
          "sigma", "r", "k", "p")
 out = {"iterations": its, "seconds": round(time.time() - t), "config": {k: v for k, v in asdict(cfg).items() if k in shown}}
 split = "valid"  # selection reads valid only; the test split is never looked at here

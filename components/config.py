@@ -247,6 +247,9 @@ class FSRConfig(RayConfig, TrackingConfig):
     w_gan: float = 1.0
     w_percep: float = 1.0
     w_feat: float = 1.0
+    # not in the paper: cross-entropy of C(F_sr) against the face's label, re-weighted by w like the terms above
+    # (docs/methods.md, "A label term for G"); 0 is the paper's objective
+    w_ce: float = 0.0
     k: float = 2.0
     p: float = 6.0
     sigma: float = 1.5
@@ -272,6 +275,9 @@ class FSRConfig(RayConfig, TrackingConfig):
             raise BadInput(f"fsr.k and fsr.p must be positive, got k={self.k}, p={self.p}")
         if self.loss_norm not in ("mean", "sum"):
             raise BadInput(f"train_fsr.loss_norm: must be 'mean' or 'sum', got {self.loss_norm!r}")
+        weights = {"w_gan": self.w_gan, "w_percep": self.w_percep, "w_feat": self.w_feat, "w_ce": self.w_ce}
+        if min(weights.values()) < 0 or max(weights.values()) == 0:
+            raise BadInput(f"train_fsr loss weights must be >= 0 and not all 0; got {weights}")
         RayConfig.__post_init__(self)
         if self.iterations < 1 or self.batch_size < 2:
             raise BadInput(f"train_fsr.iterations >= 1 and train_fsr.batch_size >= 2 are required; got {self.iterations}, "

@@ -6,7 +6,8 @@ Sign convention of the paper (eq. 7-8): D minimises
 and G minimises L_G,gan = E[D(F_sr)] (so D scores real features low). Defaults k = 2, p = 6.
 G's total: L_G = w_gan L_gan + w_percep L_percep + w_feat L_feat (eq. 10, weights 1, 1, 1
 in the paper; the reference code uses 1, 10, 0.01), each term weighted per sample by
-w_i = (sigma - p_i)^r, p_i = C's probability of the true class on F_sr.
+w_i = (sigma - p_i)^r, p_i = C's probability of the true class on F_sr. Not in the paper
+(off unless `w_ce` > 0): + w_ce CE(C(F_sr), label), weighted by the same w_i.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ One iteration = one D step then one G step (reference code):
 
   D step: L_D = D(F_hr) - D(F_sr) + k ||grad D(x_hat)||^p      (components/losses.py)
   G step: L_G = w_gan L_gan + w_percep L_percep + w_feat L_feat, each per sample times
-          w_i = (sigma - p_i)^r, p_i = frozen C's probability of the true class on F_sr.
+          w_i = (sigma - p_i)^r, p_i = frozen C's probability of the true class on F_sr;
+          not in the paper, with w_ce > 0: + w_ce w_i CE(C(F_sr), label).
+With w_gan = 0 there is no D step (D's score would not reach G).
 
 Adam with beta1 = 0; the learning rate halves at the configured milestones; optional
 pre-training of G with the feature L2 loss only (reference code: 40k iterations). The loop
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from components.config import SEARCHED, FSRConfig
 from components.data.feature_cache import FeatureCache
@@ -41,8 +44,6 @@ from components.models.discriminator import DiscriminatorConfig, FeatureDiscrimi
 from components.models.rrdb import FeatureGenerator, GeneratorConfig
 from components.models.saved import save_reproducibly
 from components.training.loop import run_task
-
-FSR_LOSS_TERMS = ("l_g_gan", "l_g_percep", "l_g_feat", "l_d_real", "l_d_fake", "l_d_div")
 
 
 def generator_config(cfg: FSRConfig, feature_size: int) -> GeneratorConfig:
@@ -160,7 +161,7 @@ class GANTask:
         pretraining = it < cfg.pretrain_iterations
         logs: dict[str, float] = {}
 
-        if not pretraining:
+        if not pretraining and cfg.w_gan > 0:  # without the GAN term D never reaches G: no D step
             # D step. G runs unwrapped under no_grad: a DDP forward without a backward would
             # leave DDP's reducer waiting. Real, fake and interpolate scores come from one
             # D forward on the concatenation, so DDP sees one forward and one backward.
@@ -193,6 +194,9 @@ class GANTask:
                      "l_g_percep": (w * perceptual_loss(classifier.embed(f_sr), embed_hr, cfg.loss_norm)).mean(),
                      "l_g_feat": (w * feat).mean()}
             loss_g = cfg.w_gan * terms["l_g_gan"] + cfg.w_percep * terms["l_g_percep"] + cfg.w_feat * terms["l_g_feat"]
+            if cfg.w_ce > 0:  # not in the paper: the label itself, through the frozen classifier
+                terms["l_g_ce"] = (w * F.cross_entropy(logits, labels, reduction="none")).mean()
+                loss_g = loss_g + cfg.w_ce * terms["l_g_ce"]
             logs.update({k: v.item() for k, v in terms.items()})
             logs["w_mean"] = w.mean().item()
         self.opt_g.zero_grad(set_to_none=True)

@@ -65,12 +65,12 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
     iteration's metrics to that MLflow run."""
     import mlflow
 
-    start = 0
+    start, before = 0, 0.0  # before: the training seconds of the sessions this one resumes
     state = ctx.restore_state()
     if state is not None:
         task.load_state_dict(state)
         torch.set_rng_state(state["torch_rngs"][ctx.rank])  # each worker its own (dropout masks differ per rank)
-        start = state["iteration"]
+        start, before = state["iteration"], float(state.get("train_seconds", 0.0))
     client = mlflow.MlflowClient(config["tracking_uri"]) if ctx.is_main and config.get("run_id") else None
     clock = time.perf_counter()
     progress_every = max(1, task.iterations // PROGRESS_LINES)
@@ -84,7 +84,8 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
         logs = task.step(it, rng)
 
         done = it + 1
-        metrics = {"iteration": done, "resumed_from": start, "train_seconds": time.perf_counter() - clock, **logs}
+        session = time.perf_counter() - clock
+        metrics = {"iteration": done, "resumed_from": start, "train_seconds": before + session, **logs}
         if ctx.is_main and (done % task.eval_every == 0 or done == task.iterations):
             metrics.update(task.evaluate())
         checkpointing = done % task.checkpoint_every == 0 or done == task.iterations
@@ -98,20 +99,22 @@ def run_task(task: TrainingTask, ctx: WorkerContext, seed: int, config: dict) ->
         if ctx.is_main and (done % progress_every == 0 or "valid_acc_mean" in metrics or done == task.iterations):
             # to the process's own stdout: under Ray Train, print to sys.stdout is also copied into Train's
             # logger, and the driver would show every line twice
-            print(progress_line(config.get("name", "training"), task.iterations, start, metrics, logs),
+            print(progress_line(config.get("name", "training"), task.iterations, start, session, metrics, logs),
                   file=sys.__stdout__ or sys.stdout, flush=True)
         if checkpointing:
             rngs = ctx.all_gather_object(torch.get_rng_state())
-            ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done, "torch_rngs": rngs})
+            ctx.checkpoint(metrics, lambda: task.state_dict() | {"iteration": done, "torch_rngs": rngs,
+                                                                 "train_seconds": metrics["train_seconds"]})
 
 
 PROGRESS_LINES = 20  # a run prints about this many progress lines (and one at each validation)
 
 
-def progress_line(name: str, iterations: int, start: int, metrics: dict, logs: dict) -> str:
+def progress_line(name: str, iterations: int, start: int, seconds: float, metrics: dict, logs: dict) -> str:
     """One line of a training run's progress, for a log read live (Prefect, DVC, a terminal):
-    `gme_teacher iteration 500/2000 (25%), 2.1 it/s: loss 1.23, ..., valid_acc_mean 0.612`."""
-    done, seconds = metrics["iteration"], metrics["train_seconds"]
+    `gme_teacher iteration 500/2000 (25%), 2.1 it/s: loss 1.23, ..., valid_acc_mean 0.612`.
+    The rate is this session's: iterations since `start` over the `seconds` since it began."""
+    done = metrics["iteration"]
     rate = (done - start) / seconds if seconds > 0 else 0.0
     shown = dict(logs) | {k: v for k, v in metrics.items() if k == "valid_acc_mean"}
     values = ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
@@ -161,7 +164,8 @@ def run_training_stage(loop: Callable, section: str, cfg, inputs: list[str], pat
 
 
 def training_summary(out: Path, state: dict, metrics: dict) -> dict:
-    """What a training stage returns: its output, iterations, resume point, time, nodes, validation accuracies."""
+    """What a training stage returns: its output, iterations, resume point, training time (every session's,
+    a resumed run's included), nodes, validation accuracies."""
     return {"out": str(out), "iterations": state["iteration"], "resumed_from": metrics.get("resumed_from", 0),
             "train_seconds": metrics.get("train_seconds"), "worker_nodes": metrics.get("worker_nodes", ""),
             "replica_divergence": metrics.get("replica_divergence"),

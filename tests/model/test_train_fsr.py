@@ -130,3 +130,13 @@ def test_a_worker_that_dies_is_replaced_and_training_resumes(tiny_run, straight_
     assert summary["resumed_from"] >= RESUME_EVERY, "the replaced worker group did not resume from the checkpoint"
     assert summary["iterations"] == RESUME_ITERATIONS
     _assert_same_generator(tmp_path / "worker.pt", straight_run[1])
+    # train_seconds counts the time before the restart too: it goes on from the checkpoint's value
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("test-fsr-resume").experiment_id])[0]
+    newest = {m.step: m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_seconds"),
+                                              key=lambda m: m.timestamp)}  # per step, the last worker group's
+    resumed = summary["resumed_from"]
+    assert newest[resumed] < newest[resumed + 1] <= summary["train_seconds"], \
+        (newest[resumed], newest[resumed + 1], summary["train_seconds"])
