@@ -52,16 +52,16 @@ opt = torch.optim.Adam([p for p in (W, b) if p.requires_grad], lr=lr)
 
 
 def lifted(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    group = torch.zeros_like(k) if mode == "shared" else k
-    out = x + b[group]
     if mode == "bias_per_scale":
-        return out
+        return x + b[k]
     z = (x - mean) / std
+    if mode == "shared":
+        return x + z @ W[0] + b[0]
     delta = torch.zeros_like(x)
     for j in range(groups):
-        rows = torch.nonzero(group == j).flatten()
+        rows = torch.nonzero(k == j).flatten()
         delta = delta.index_put((rows,), z[rows] @ W[j])
-    return out + delta
+    return x + b[k] + delta
 
 
 @torch.no_grad()
