@@ -247,9 +247,7 @@ class FSRConfig(RayConfig, TrackingConfig):
     w_gan: float = 1.0
     w_percep: float = 1.0
     w_feat: float = 1.0
-    # not in the paper: cross-entropy of C(F_sr) against the face's label, re-weighted by w like the terms above
-    # (docs/methods.md, "A label term for G"); 0 is the paper's objective
-    w_ce: float = 0.0
+    w_ce: float = 0.0  # not in the paper: CE of C(F_sr) on the face's label, weighted by w (docs/methods.md); 0 = paper
     k: float = 2.0
     p: float = 6.0
     sigma: float = 1.5
