@@ -50,7 +50,7 @@ def test_lr_faces_go_through_g_as_the_evaluation_does(tiny_run, predictor):
     faces = list(np.asarray(store.array("test", "x4")[:6]))  # native LR size (hr / 4)
     probs = predictor.predict_proba(faces)
     block = cache.block("test", "x4")
-    feats = torch.from_numpy(np.asarray(cache.array("test", "features")[block][:6]))
+    feats = torch.from_numpy(np.array(cache.array("test", "features")[block][:6]))  # a writable copy
     teacher = load_covpool(tiny_run.teacher)
     with torch.no_grad():
         expected = torch.softmax(teacher.classifier(predictor.generator(triu_to_matrix(feats, teacher.cfg.bimap_dim))), 1)
