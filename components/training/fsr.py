@@ -187,16 +187,16 @@ class GANTask:
         else:
             logits = classifier(f_sr)
             w = classification_weights(logits, labels, cfg.sigma, cfg.r, cfg.detach_weights)
-            with torch.no_grad():
-                embed_hr = classifier.embed(f_hr)
-            # L_G,gan = E[D(F_sr)] (paper eq. 7-8 sign convention)
-            terms = {"l_g_gan": (w * unwrap(d_net)(f_sr)).mean(),
-                     "l_g_percep": (w * perceptual_loss(classifier.embed(f_sr), embed_hr, cfg.loss_norm)).mean(),
-                     "l_g_feat": (w * feat).mean()}
-            loss_g = cfg.w_gan * terms["l_g_gan"] + cfg.w_percep * terms["l_g_percep"] + cfg.w_feat * terms["l_g_feat"]
-            if cfg.w_ce > 0:  # not in the paper: the label itself, through the frozen classifier
-                terms["l_g_ce"] = (w * F.cross_entropy(logits, labels, reduction="none")).mean()
-                loss_g = loss_g + cfg.w_ce * terms["l_g_ce"]
+            weights = {"l_g_gan": cfg.w_gan, "l_g_percep": cfg.w_percep, "l_g_feat": cfg.w_feat, "l_g_ce": cfg.w_ce}
+            per_sample = {  # a term whose weight is 0 is neither computed nor logged (nor backpropagated)
+                "l_g_gan": lambda: unwrap(d_net)(f_sr),  # L_G,gan = E[D(F_sr)] (paper eq. 7-8 sign convention)
+                "l_g_percep": lambda: perceptual_loss(classifier.embed(f_sr), classifier.embed(f_hr).detach(),
+                                                      cfg.loss_norm),
+                "l_g_feat": lambda: feat,
+                "l_g_ce": lambda: F.cross_entropy(logits, labels, reduction="none"),  # not in the paper
+            }
+            terms = {name: (w * term()).mean() for name, term in per_sample.items() if weights[name] > 0}
+            loss_g = sum(weights[name] * value for name, value in terms.items())
             logs.update({k: v.item() for k, v in terms.items()})
             logs["w_mean"] = w.mean().item()
         self.opt_g.zero_grad(set_to_none=True)
