@@ -16,6 +16,11 @@ student.key=value one of them):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 2000 3000 \\
         targets=votes balance_power=0 student.init_from_teacher=true
+
+Distillation from the CovPoolFER teacher on the HR face (kd_weight, both networks):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 2000 3000 \\
+        targets=votes balance_power=0 student.init_from_teacher=true kd_teacher=<FER+ checkout>/models/teacher.pt kd_weight=0.5
 """
 import json
 import os
@@ -46,8 +51,8 @@ for arg in args:
     for part in ([who] if who else ["teacher", "student"]):
         sets[part][field] = load_yaml(value, arg)
 sets = {who: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()} for who, d in sets.items()}
-tag = ("" if lambda_at == 5.0 else f"_lambda{lambda_at:g}") + "".join(f"_{a}" for a in args)
-teacher_tag = "".join(f"_{a}" for a in args if not a.startswith("student."))
+tag = (("" if lambda_at == 5.0 else f"_lambda{lambda_at:g}") + "".join(f"_{a}" for a in args)).replace("/", "_")
+teacher_tag = "".join(f"_{a}" for a in args if not a.startswith("student.")).replace("/", "_")
 base = GMETrainConfig(prepared=f"{root}/data/prepared", storage=str(cache / "ray_ferplus_gmenet"), stem_channels=16,
                       local_channels=(16, 32, 64), global_channels=(16, 32, 64), fusion_dim=128, batch_size=64,
                       lr=2e-3, num_workers=1, cpus_per_worker=1.0, experiment="ferplus-gmenet")

@@ -323,6 +323,10 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
     balance_power: float = 0.5  # class-weighted CE, (1 / frequency)^power; 0: unweighted
     targets: Targets = "hard"  # "votes": the store's per-face vote distribution as a soft CE target (FER+)
     init_from_teacher: bool = False  # the student starts from its HR teacher's weights (else from random ones)
+    # not in the GME-Net paper: knowledge distillation from a CovPoolFER model (the pipeline's teacher) on the
+    # HR face; the CE target becomes (1 - kd_weight) * label + kd_weight * that model's class probabilities
+    kd_teacher: str = ""  # a CovPoolFER file; used when kd_weight > 0
+    kd_weight: float = 0.0
     flip: bool = True
     seed: int = 0
     # Ray Train
@@ -346,6 +350,11 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
             raise BadInput(f"gmenet.targets: {self.targets!r} is not one of {TARGETS}")
         if self.init_from_teacher and not self.teacher:
             raise BadInput("gmenet.init_from_teacher: no teacher to start from (teacher is empty)")
+        if not 0 <= self.kd_weight <= 1:
+            raise BadInput(f"gmenet.kd_weight must be in [0, 1], got {self.kd_weight}")
+        if self.kd_weight > 0 and not self.kd_teacher:
+            raise BadInput(f"gmenet.kd_weight is {self.kd_weight} but kd_teacher is empty: name the CovPoolFER "
+                           "file to distil from")
 
 
 @dataclass(frozen=True)

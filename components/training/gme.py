@@ -13,7 +13,10 @@ rate over the iterations; class-weighted CE ((1 / frequency)^power, as the CovPo
 teacher; power 0: unweighted) on the majority label (`targets: hard`) or on the face's vote
 distribution (`targets: votes`, FER+'s probabilistic labels). `init_from_teacher` starts the
 LR student from its HR teacher's weights (as the multi-scale CNN starts from the CovPoolFER
-teacher). The loop around the step is components/training/loop.py.
+teacher). `kd_weight` > 0 (not in the paper) mixes a CovPoolFER model's class probabilities on
+the HR face into the CE target: (1 - kd_weight) * label + kd_weight * P(kd_teacher | HR face),
+computed once per worker for its shard (face and mirror) before the first step. The loop around
+the step is components/training/loop.py.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from components.distributed import WorkerContext, unwrap
 from components.io import BadInput, atomic_file
 from components.losses import attention_similarity_loss, class_weights
 from components.models.cost import model_cost
+from components.models.covpool import load_covpool
 from components.models.gmenet import GMEConfig, GMENet, load_gmenet, save_gmenet
 from components.runtime import images_to_tensor, predict_proba
 from components.training.loop import run_task, run_training_stage, training_summary
@@ -52,6 +56,20 @@ def accuracy_per_scale(model: GMENet, data: ScaledFaces, device: torch.device) -
             for key, faces in data.faces.items()}
 
 
+def distilled_probabilities(cfg: GMETrainConfig, store: PreparedStore, hr: np.ndarray,
+                            device: torch.device) -> np.ndarray:
+    """(2, N, K): cfg.kd_teacher's eval-mode class probabilities on the HR faces `hr` and on their mirrors."""
+    teacher = load_covpool(cfg.kd_teacher).to(device)
+    want = (store.meta["channels"], len(store.classes))
+    if (teacher.cfg.in_channels, teacher.cfg.num_classes) != want:
+        raise BadInput(f"{cfg.kd_teacher}: kd_teacher takes {teacher.cfg.in_channels}-channel faces and has "
+                       f"{teacher.cfg.num_classes} classes; {cfg.prepared} has {want[0]} channels and {want[1]} classes")
+    probs = predict_proba(teacher, hr, device, batch_size=256)
+    mirrored = probs if teacher.cfg.test_flip else predict_proba(teacher, np.ascontiguousarray(hr[:, :, ::-1]), device,
+                                                                  batch_size=256)
+    return np.stack([probs, mirrored]).astype(np.float32)
+
+
 class DistillationTask:
     """GME-Net's training task of one worker: the network, AdamW, the CE (+ A-SKD) step."""
 
@@ -67,6 +85,7 @@ class DistillationTask:
             if ctx.is_main else None
         self.targets = np.asarray(store.array("train", "votes")[shard], dtype=np.float32) \
             if cfg.targets == "votes" else None
+        self.kd = distilled_probabilities(cfg, store, self.train.hr, ctx.device) if cfg.kd_weight > 0 else None
         self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
         network = GMENet(gme_network(cfg, store.meta))
         if cfg.init_from_teacher:
@@ -101,6 +120,12 @@ class DistillationTask:
             hr = hr.copy()
             hr[flip] = hr[flip][:, :, ::-1]
         target = self.train.labels[rows] if self.targets is None else self.targets[rows]
+        if self.kd is not None:
+            base = np.eye(self.kd.shape[-1], dtype=np.float32)[target] if self.targets is None else target
+            kd = self.kd[0][rows]
+            if cfg.flip:
+                kd[flip] = self.kd[1][rows[flip]]
+            target = (1 - cfg.kd_weight) * base + cfg.kd_weight * kd
         logits, maps = self.model(images_to_tensor(faces, device), with_attention=True)
         ce = F.cross_entropy(logits, torch.from_numpy(target).to(device), weight=self.weights)
         logs = {"l_ce": ce.item()}
@@ -138,12 +163,16 @@ def train_gme(cfg: GMETrainConfig, runner: str = "ray") -> dict:
     if "valid" not in store.splits:
         raise BadInput(f"{cfg.prepared}: no valid split to evaluate and select GME-Net on (splits: "
                        f"{sorted(store.splits)}); set prepare.valid_fraction > 0 to carve one from train")
+    if cfg.kd_weight > 0 and not Path(cfg.kd_teacher).is_file():
+        raise BadInput(f"{cfg.run_name}.kd_teacher: {cfg.kd_teacher}: no CovPoolFER file to distil from (kd_weight "
+                       f"{cfg.kd_weight}); run the teacher stage or set kd_weight 0")
     if cfg.teacher and replace(load_gmenet(cfg.teacher).cfg, test_flip=False) != replace(gme_network(cfg, store.meta),
                                                                                           test_flip=False):
         raise BadInput(f"{cfg.teacher}: the GME-Net teacher's design differs from gme_train's "
                        "(A-SKD compares the maps of the same blocks); train them with the same sizes")
-    inputs = [str(Path(cfg.prepared) / "meta.json")] + ([cfg.teacher] if cfg.teacher else [])
-    with run_training_stage(gme_train_loop, "gme", cfg, inputs, ("prepared", "teacher"),
+    inputs = [str(Path(cfg.prepared) / "meta.json")] + ([cfg.teacher] if cfg.teacher else []) + \
+        ([cfg.kd_teacher] if cfg.kd_weight > 0 else [])
+    with run_training_stage(gme_train_loop, "gme", cfg, inputs, ("prepared", "teacher", "kd_teacher"),
                             runner=runner) as (state, metrics):
         model = GMENet(gme_network(cfg, store.meta))
         model.load_state_dict(state["model"])

@@ -221,6 +221,40 @@ def test_vote_targets_teach_the_votes_not_the_majority_label(gme_teacher_run, ti
     assert rate["hard"]["label"] > rate["hard"]["next"] + 0.2, rate
 
 
+def test_kd_weight_one_teaches_the_kd_teachers_predictions_not_the_votes(gme_teacher_run, tiny_run, tmp_path,
+                                                                        monkeypatch):
+    """`kd_weight: 1`: the CE target is the CovPoolFER kd_teacher's probabilities on the HR face, so a GME teacher
+    trained on votes that all name the next class over still predicts what the kd_teacher predicts (the label,
+    mostly), where without it the same run follows the votes (the test above)."""
+    _, _, student_cfg = gme_teacher_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    shifted = store_with_train_votes(tiny_run.prepared, tmp_path / "shifted",
+                                     lambda labels, k: np.eye(k, dtype=np.float32)[(labels + 1) % k])
+    kd_teacher = load_covpool(tiny_run.teacher)
+    data = [ScaledFaces(str(shifted), split, ["x1"]) for split in ("valid", "test")]
+    kd_pred = np.concatenate([predict_proba(kd_teacher, d.faces["x1"]).argmax(1) for d in data])
+    labels, k = np.concatenate([d.labels for d in data]), len(PreparedStore(shifted).classes)
+    assert (kd_pred == labels).mean() > 3 * CHANCE, "the tiny teacher should know the labels"
+
+    def agreement(kd_weight: float) -> tuple[float, float]:
+        cfg = _one_worker(student_cfg, tmp_path, prepared=str(shifted), teacher="", targets="votes", iterations=200,
+                          checkpoint_every=200, eval_every=200, out=str(tmp_path / f"kd{kd_weight}.pt"),
+                          run_name="gme_teacher", kd_teacher=str(tiny_run.teacher), kd_weight=kd_weight)
+        train_gme_teacher(cfg, runner="local")
+        model = load_gmenet(cfg.out)
+        pred = np.concatenate([predict_proba(model, d.faces["x1"]).argmax(1) for d in data])
+        return float((pred == kd_pred).mean()), float((pred == (labels + 1) % k).mean())
+
+    kd_agree, next_agree = agreement(1.0)
+    assert kd_agree > 0.5 and next_agree < CHANCE, (kd_agree, next_agree)
+    with pytest.raises(BadInput, match="no CovPoolFER file to distil from"):
+        train_gmenet(replace(student_cfg, kd_teacher=str(tmp_path / "missing.pt"), kd_weight=0.5))
+    with pytest.raises(BadInput, match="kd_teacher is empty"):
+        replace(student_cfg, kd_weight=0.5)
+    with pytest.raises(BadInput, match=r"kd_weight must be in \[0, 1\]"):
+        replace(student_cfg, kd_teacher=str(tiny_run.teacher), kd_weight=1.5)
+
+
 def test_init_from_teacher_starts_the_student_from_its_hr_teacher(gme_runs, tmp_path, monkeypatch):
     """`init_from_teacher`: the student's first step starts from the teacher's weights (lr 1e-9 leaves them
     there); without it, from a random network. A teacher stage has no teacher to start from."""
