@@ -2,7 +2,8 @@
 pipeline runs them (Ray Train, here 1 worker on 1 CPU), on the prepared FER+ store of a
 checkout where `dvc repro prepare` ran with profiles/ferplus.yaml (48x48 grey, 8 classes,
 x2..x8). Prints the per-scale FER+ valid accuracy of the teacher (HR and bicubic-upscaled
-LR input) and the student, their parameters and FLOPs; writes benchmarks/.cache/ferplus_gmenet[_<tag>].json.
+LR input) and the student, their parameters and FLOPs; writes benchmarks/.cache/ferplus_gmenet[_<tag>]_its<student its>.json
+(a later teacher with the same options replaces the cached one, which `teacher its 0` reuses).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> <teacher its> <student its>
 
@@ -52,6 +53,7 @@ for arg in args:
         sets[part][field] = load_yaml(value, arg)
 sets = {who: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()} for who, d in sets.items()}
 tag = (("" if lambda_at == 5.0 else f"_lambda{lambda_at:g}") + "".join(f"_{a}" for a in args)).replace("/", "_")
+tag += f"_its{student_its}"
 teacher_tag = "".join(f"_{a}" for a in args if not a.startswith("student.")).replace("/", "_")
 base = GMETrainConfig(prepared=f"{root}/data/prepared", storage=str(cache / "ray_ferplus_gmenet"), stem_channels=16,
                       local_channels=(16, 32, 64), global_channels=(16, 32, 64), fusion_dim=128, batch_size=64,

@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], tuple[str, ...], tuple[str, ...]]] = {
                 ("paths.bicubic.faces_per_s_batch_64", "paths.fsrfer.ratio_batch_64_over_bicubic",
                  "paths.gmenet.ratio_batch_64_over_bicubic", "paths.isr_fer.ratio_batch_64_over_bicubic")),
     "gan_step": (["bench_gan_step.py", "--steps", "5", "--profile-steps", "2"], MAIN_JOB[1:],
-                 ("seconds_per_step", "share.convolution", "share.data")),
+                 ("seconds_per_step", "layout.speedup_channels_last", "share.convolution", "share.data")),
     "teacher_step": (["bench_teacher_step.py", "--steps", "3"], (),
                      ("default_profile.two_eighs.seconds_per_step", "ferplus_profile.two_eighs.seconds_per_step",
                       "ferplus_profile.two_eighs.eig_share", "ferplus_profile.speedup",

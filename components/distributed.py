@@ -153,6 +153,9 @@ RAY_ENV_DEFAULTS = {
 }
 
 
+_OWN_RAY_TMPDIRS: set[str] = set()
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """ray.init once: join RAY_ADDRESS when set, else start a local Ray with `num_cpus`."""
     import ray
@@ -163,11 +166,25 @@ def init_ray(num_cpus: int | None = None) -> None:
         os.environ.setdefault(key, value)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-    else:
-        # The dashboard stays on (loopback only): without its state API, Ray Train's placement
-        # group cleaner cannot free the CPUs of a trial that Tune stopped, and a search stalls.
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=True)
+        return
+    # The dashboard stays on (loopback only): without its state API, Ray Train's placement
+    # group cleaner cannot free the CPUs of a trial that Tune stopped, and a search stalls.
+    # That cleaner (like any state-API call in a worker) finds its cluster through RAY_ADDRESS, then
+    # the address file in Ray's temp folder, then by looking for running GCS processes, which fails
+    # ("Found multiple active Ray instances") whenever another Ray runs on the machine: a second
+    # stage, a test suite, another user's job. So each local Ray gets a temp folder of its own
+    # (RAY_TMPDIR, which its workers inherit; its logs stay there), and the address file in it
+    # points them at this Ray. "local": a Ray of our own whatever the environment names.
+    parent = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    if parent in _OWN_RAY_TMPDIRS:  # a second local Ray in this process: beside the first, not inside it
+        parent = os.path.dirname(parent)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=parent)
+    _OWN_RAY_TMPDIRS.add(os.environ["RAY_TMPDIR"])
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True)
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(ray.get_runtime_context().gcs_address)
 
 
 def _ray_worker_entry(loop: Callable) -> Callable[[dict], None]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from components.models.covpool import matrix_maps
+
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
@@ -41,4 +43,4 @@ class FeatureDiscriminator(nn.Module):
                                   nn.Linear(cfg.fc_dim, 1))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(f.unsqueeze(1))).squeeze(1)
+        return self.head(self.features(matrix_maps(f))).squeeze(1)

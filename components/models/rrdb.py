@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.models.covpool import triu_to_matrix, triu_vector
+from components.models.covpool import matrix_maps, triu_to_matrix, triu_vector
 
 RESIDUAL_SCALE = 0.2  # as ESRGAN
 LAST_CONV_INIT_SCALE = 0.01
@@ -111,7 +111,7 @@ class FeatureGenerator(nn.Module):
             self.conv_last.bias.zero_()
 
     def forward(self, f_lr: torch.Tensor) -> torch.Tensor:
-        x = f_lr.unsqueeze(1)  # (B, 1, d, d)
+        x = matrix_maps(f_lr)  # (B, 1, d, d)
         feat = self.conv_first(x)
         feat = feat + self.trunk_conv(self.trunk(feat))
         y = (x + self.conv_last(feat)).squeeze(1)  # global residual: G starts near the identity

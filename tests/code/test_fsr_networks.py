@@ -52,6 +52,23 @@ def test_discriminator_shape_and_no_batch_norm(d, final_channels):
     assert dnet.head[1].in_features == final_channels * 16  # 4x4 x channels -> FC 100
 
 
+def test_g_and_d_convolve_channels_last_maps_with_the_same_result_as_nchw():
+    """G's and D's convolutions get channels-last maps (faster on CPU, benchmarks/README.md) from any
+    (B, d, d) batch, contiguous or not, and compute what the same weights compute on NCHW maps."""
+    g, d = FeatureGenerator(TINY_G), FeatureDiscriminator(16)
+    seen = []
+    for conv in (g.conv_first, g.trunk_conv, d.features[0], d.features[2]):
+        conv.register_forward_hook(lambda m, inputs, out: seen.append(
+            (inputs[0].shape[1], out.is_contiguous(memory_format=torch.channels_last) and out.stride(1) == 1)))
+    f = sym(3, 16).transpose(1, 2)  # a non-contiguous view
+    y, score = g(f), d(f)
+    assert seen and all(ok for _, ok in seen), seen
+    nchw_g = g.conv_last(g.conv_first(f.unsqueeze(1).contiguous()) + g.trunk_conv(g.trunk(g.conv_first(
+        f.unsqueeze(1).contiguous())))).squeeze(1) + f
+    torch.testing.assert_close(y, 0.5 * (nchw_g + nchw_g.transpose(1, 2)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(score, d.head(d.features(f.unsqueeze(1).contiguous())).squeeze(1), rtol=1e-5, atol=1e-6)
+
+
 def test_generator_starts_near_identity_and_dense_residual_starts_at_zero():
     torch.manual_seed(0)
     x = sym(3, 16)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -136,3 +137,30 @@ def test_tune_search_runs_its_trials_on_the_cluster(cluster, tiny_run, tmp_path)
         assert set(trial["worker_nodes"].split(",")) <= node_ids
     assert set(summary["best"]) == {"sigma", "r", "k", "p"}
     assert json.loads((tmp_path / "tuned.json").read_text())["best"] == summary["best"]
+
+
+def test_a_local_ray_beside_another_finds_itself(cluster, tmp_path):
+    """A stage's local Ray with another Ray on the machine (here the module's cluster; in life a
+    second stage or a test suite): its workers' state-API calls, which Ray Train's placement-group
+    cleaner makes, must reach their own Ray. Without the address file in a temp folder of its own,
+    Ray looked for running GCS processes, found two and failed ("Found multiple active Ray
+    instances"), and a Tune search whose stopped trials were never cleaned up stalled."""
+    code = (
+        "import ray\n"
+        "from components.distributed import init_ray\n"
+        "init_ray(num_cpus=1)\n"
+        "@ray.remote\n"
+        "def state():\n"
+        "    from ray.util.state import list_nodes\n"
+        "    return [n.node_id for n in list_nodes()]\n"
+        "print(ray.get_runtime_context().gcs_address, ray.get_runtime_context().get_node_id(), ray.get(state.remote()))\n")
+    parent = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    try:
+        out = subprocess.run(["python", "-c", code], capture_output=True, text=True, timeout=300,
+                             env=_ray_env() | {"RAY_TMPDIR": parent})
+        assert out.returncode == 0, out.stderr[-3000:]
+        gcs, node, seen = out.stdout.strip().splitlines()[-1].split(" ", 2)
+        assert gcs != cluster[0]  # a Ray of its own, not the one already running
+        assert seen == str([node])  # the worker's state API saw this Ray's one node, not the cluster's two
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
