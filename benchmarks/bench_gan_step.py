@@ -9,7 +9,7 @@ matrix products, the rest of autograd, and the two Adam steps. Config: params.ya
 train_fsr section (or `--params`), with its G and D sizes.
 
 The same steps are also timed with G's and D's one-channel maps in NCHW memory (the path
-before `matrix_maps`, components/models/covpool.py: a bare `unsqueeze(1)`), from the same
+before `matrix_maps`, components/models/rrdb.py: a bare `unsqueeze(1)`), from the same
 seed, in the same run: the ratio, and how far each step's losses drift between the layouts.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gan_step.py --features data/features \
@@ -29,7 +29,7 @@ import torch
 from components.config import FSRConfig, load_stage_config
 from components.distributed import WorkerContext
 from components.models import discriminator, rrdb
-from components.models.covpool import matrix_maps
+from components.models.rrdb import matrix_maps
 from components.training.fsr import GANTask
 
 FAMILIES = {  # operator name prefix -> family (profiler self CPU time, summed)

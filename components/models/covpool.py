@@ -55,18 +55,6 @@ class CovPoolConfig:
         return self.bimap_dim * (self.bimap_dim + 1) // 2
 
 
-def matrix_maps(matrix: torch.Tensor) -> torch.Tensor:
-    """(B, d, d) feature matrices -> (B, 1, d, d) one-channel maps in channels-last memory, as G and D convolve them.
-
-    The (B, d, d, 1) view permuted to (B, 1, d, d), as images_to_tensor (components/runtime.py)
-    hands images over: the channel stride is 1, so the first convolution's output, and every
-    one after it, is channels-last. A bare `unsqueeze(1)` (and `.contiguous(channels_last)`,
-    which takes a one-channel NCHW tensor as already channels-last) keeps NCHW strides, and
-    G's and D's small convolutions and their backward run slower (benchmarks/README.md, G/D step).
-    """
-    return matrix.contiguous().reshape(*matrix.shape, 1).permute(0, 3, 1, 2)
-
-
 def triu_vector(matrix: torch.Tensor) -> torch.Tensor:
     """(B, d, d) symmetric -> (B, d(d+1)/2): upper triangle, off-diagonals times sqrt 2."""
     d = matrix.shape[-1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.models.covpool import matrix_maps
+from components.models.rrdb import matrix_maps
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from components.config import FSRConfig, params_sections
+from tests.conftest import short_tmpdir
 from tests.e2e.conftest import quiet_port
 
 TINY_FSR = dict(channels=4, growth=4, blocks=1, d_base_channels=4, dense_residual=True, batch_size=8, lr=1e-3,
@@ -154,13 +154,9 @@ def test_a_local_ray_beside_another_finds_itself(cluster, tmp_path):
         "    from ray.util.state import list_nodes\n"
         "    return [n.node_id for n in list_nodes()]\n"
         "print(ray.get_runtime_context().gcs_address, ray.get_runtime_context().get_node_id(), ray.get(state.remote()))\n")
-    parent = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    try:
-        out = subprocess.run(["python", "-c", code], capture_output=True, text=True, timeout=300,
-                             env=_ray_env() | {"RAY_TMPDIR": parent})
-        assert out.returncode == 0, out.stderr[-3000:]
-        gcs, node, seen = out.stdout.strip().splitlines()[-1].split(" ", 2)
-        assert gcs != cluster[0]  # a Ray of its own, not the one already running
-        assert seen == str([node])  # the worker's state API saw this Ray's one node, not the cluster's two
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
+    out = subprocess.run(["python", "-c", code], capture_output=True, text=True, timeout=300,
+                         env=_ray_env() | {"RAY_TMPDIR": short_tmpdir()})
+    assert out.returncode == 0, out.stderr[-3000:]
+    gcs, node, seen = out.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert gcs != cluster[0]  # a Ray of its own, not the one already running
+    assert seen == str([node])  # the worker's state API saw this Ray's one node, not the cluster's two
