@@ -22,6 +22,13 @@ Distillation from the CovPoolFER teacher on the HR face (kd_weight, both network
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 2000 3000 \\
         targets=votes balance_power=0 student.init_from_teacher=true kd_teacher=<FER+ checkout>/models/teacher.pt kd_weight=0.5
+
+The student distilled from the multi-scale CNN on its own LR face instead (kd_input: lr; the teacher as above,
+`teacher its 0` reuses it):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ferplus_gmenet.py <FER+ checkout> 0 6000 \\
+        targets=votes balance_power=0 student.init_from_teacher=true kd_teacher=<FER+ checkout>/models/teacher.pt kd_weight=0.5 \\
+        student.kd_teacher=<FER+ checkout>/models/multiscale_cnn.pt student.kd_input=lr
 """
 import json
 import os

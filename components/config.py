@@ -327,6 +327,8 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
     # HR face; the CE target becomes (1 - kd_weight) * label + kd_weight * that model's class probabilities
     kd_teacher: str = ""  # a CovPoolFER file; used when kd_weight > 0
     kd_weight: float = 0.0
+    kd_input: str = "hr"  # the face kd_teacher reads: "hr" (the HR face) or "lr" (the student's own LR face at its
+    #                       scale: for a kd_teacher trained on LR faces, such as the multi-scale CNN)
     flip: bool = True
     seed: int = 0
     # Ray Train
@@ -352,6 +354,8 @@ class GMETrainConfig(GMENetConfig, RayConfig, TrackingConfig):
             raise BadInput("gmenet.init_from_teacher: no teacher to start from (teacher is empty)")
         if not 0 <= self.kd_weight <= 1:
             raise BadInput(f"gmenet.kd_weight must be in [0, 1], got {self.kd_weight}")
+        if self.kd_input not in ("hr", "lr"):
+            raise BadInput(f"gmenet.kd_input: {self.kd_input!r} is not one of ('hr', 'lr')")
         if self.kd_weight > 0 and not self.kd_teacher:
             raise BadInput(f"gmenet.kd_weight is {self.kd_weight} but kd_teacher is empty: name the CovPoolFER "
                            "file to distil from")

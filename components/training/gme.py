@@ -15,7 +15,9 @@ distribution (`targets: votes`, FER+'s probabilistic labels). `init_from_teacher
 LR student from its HR teacher's weights (as the multi-scale CNN starts from the CovPoolFER
 teacher). `kd_weight` > 0 (not in the paper) mixes a CovPoolFER model's class probabilities on
 the HR face into the CE target: (1 - kd_weight) * label + kd_weight * P(kd_teacher | HR face),
-computed once per worker for its shard (face and mirror) before the first step. The loop around
+computed once per worker for its shard (face and mirror) before the first step; with
+`kd_input: lr` the kd_teacher reads the student's own LR face at each scale instead (for a
+kd_teacher trained on LR faces: the multi-scale CNN). The loop around
 the step is components/training/loop.py.
 """
 
@@ -56,18 +58,22 @@ def accuracy_per_scale(model: GMENet, data: ScaledFaces, device: torch.device) -
             for key, faces in data.faces.items()}
 
 
-def distilled_probabilities(cfg: GMETrainConfig, store: PreparedStore, hr: np.ndarray,
+def distilled_probabilities(cfg: GMETrainConfig, store: PreparedStore, faces: list[np.ndarray],
                             device: torch.device) -> np.ndarray:
-    """(2, N, K): cfg.kd_teacher's eval-mode class probabilities on the HR faces `hr` and on their mirrors."""
+    """(S, 2, N, K): cfg.kd_teacher's eval-mode class probabilities on each of the S face arrays (N faces each)
+    and on their mirrors."""
     teacher = load_covpool(cfg.kd_teacher).to(device)
     want = (store.meta["channels"], len(store.classes))
     if (teacher.cfg.in_channels, teacher.cfg.num_classes) != want:
         raise BadInput(f"{cfg.kd_teacher}: kd_teacher takes {teacher.cfg.in_channels}-channel faces and has "
                        f"{teacher.cfg.num_classes} classes; {cfg.prepared} has {want[0]} channels and {want[1]} classes")
-    probs = predict_proba(teacher, hr, device, batch_size=256)
-    mirrored = probs if teacher.cfg.test_flip else predict_proba(teacher, np.ascontiguousarray(hr[:, :, ::-1]), device,
-                                                                  batch_size=256)
-    return np.stack([probs, mirrored]).astype(np.float32)
+    out = []
+    for array in faces:
+        probs = predict_proba(teacher, array, device, batch_size=256)
+        mirrored = probs if teacher.cfg.test_flip else predict_proba(teacher, np.ascontiguousarray(array[:, :, ::-1]),
+                                                                      device, batch_size=256)
+        out.append(np.stack([probs, mirrored]))
+    return np.stack(out).astype(np.float32)
 
 
 class DistillationTask:
@@ -85,7 +91,8 @@ class DistillationTask:
             if ctx.is_main else None
         self.targets = np.asarray(store.array("train", "votes")[shard], dtype=np.float32) \
             if cfg.targets == "votes" else None
-        self.kd = distilled_probabilities(cfg, store, self.train.hr, ctx.device) if cfg.kd_weight > 0 else None
+        kd_faces = [self.train.faces[k] for k in self.keys] if cfg.kd_input == "lr" else [self.train.hr]
+        self.kd = distilled_probabilities(cfg, store, kd_faces, ctx.device) if cfg.kd_weight > 0 else None
         self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
         network = GMENet(gme_network(cfg, store.meta))
         if cfg.init_from_teacher:
@@ -122,9 +129,8 @@ class DistillationTask:
         target = self.train.labels[rows] if self.targets is None else self.targets[rows]
         if self.kd is not None:
             base = np.eye(self.kd.shape[-1], dtype=np.float32)[target] if self.targets is None else target
-            kd = self.kd[0][rows]
-            if cfg.flip:
-                kd[flip] = self.kd[1][rows[flip]]
+            source = scale_of if cfg.kd_input == "lr" else np.zeros_like(scale_of)
+            kd = self.kd[source, (flip if cfg.flip else np.zeros(cfg.batch_size, bool)).astype(int), rows]
             target = (1 - cfg.kd_weight) * base + cfg.kd_weight * kd
         logits, maps = self.model(images_to_tensor(faces, device), with_attention=True)
         ce = F.cross_entropy(logits, torch.from_numpy(target).to(device), weight=self.weights)

@@ -255,6 +255,37 @@ def test_kd_weight_one_teaches_the_kd_teachers_predictions_not_the_votes(gme_tea
         replace(student_cfg, kd_teacher=str(tiny_run.teacher), kd_weight=1.5)
 
 
+def test_kd_input_lr_teaches_the_kd_teachers_reading_of_the_students_own_lr_face(gme_teacher_run, tiny_run, tmp_path,
+                                                                                monkeypatch):
+    """`kd_input: lr` (kd_weight 1, votes that all name the wrong class): the student learns what the kd_teacher
+    says about the LR face at each scale, not about the HR face. At x8 the HR CovPoolFER teacher reads the 8-pixel
+    faces very differently from the HR ones, so there the lr student agrees with its x8 reading and the hr student
+    does not. Bad values of kd_input are refused by name."""
+    _, _, student_cfg = gme_teacher_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    shifted = store_with_train_votes(tiny_run.prepared, tmp_path / "shifted",
+                                     lambda labels, k: np.eye(k, dtype=np.float32)[(labels + 1) % k])
+    kd_teacher = load_covpool(tiny_run.teacher)
+    data = [ScaledFaces(str(shifted), split, ["x1", "x8"]) for split in ("valid", "test")]
+    kd_pred = {key: np.concatenate([predict_proba(kd_teacher, d.faces[key]).argmax(1) for d in data])
+               for key in ("x1", "x8")}
+    assert (kd_pred["x1"] != kd_pred["x8"]).mean() > 0.5, "the kd teacher should read x8 faces unlike HR ones"
+
+    def agreement(kd_input: str) -> dict[str, float]:
+        cfg = _one_worker(student_cfg, tmp_path, prepared=str(shifted), targets="votes", out=str(tmp_path / f"{kd_input}.pt"),
+                          kd_teacher=str(tiny_run.teacher), kd_weight=1.0, kd_input=kd_input)
+        train_gmenet(cfg, runner="local")
+        pred = np.concatenate([predict_proba(load_gmenet(cfg.out), d.faces["x8"]).argmax(1) for d in data])
+        # the student on x8 faces against the kd teacher's reading of the same x8 faces and of their HR versions
+        return {"x8_reading": float((pred == kd_pred["x8"]).mean()), "hr_reading": float((pred == kd_pred["x1"]).mean())}
+
+    lr, hr = agreement("lr"), agreement("hr")
+    assert lr["x8_reading"] > max(2 * CHANCE, hr["x8_reading"] + 0.2), (lr, hr)
+    assert hr["hr_reading"] > lr["hr_reading"], (lr, hr)
+    with pytest.raises(BadInput, match="gmenet.kd_input: 'mid'"):
+        replace(student_cfg, kd_input="mid")
+
+
 def test_init_from_teacher_starts_the_student_from_its_hr_teacher(gme_runs, tmp_path, monkeypatch):
     """`init_from_teacher`: the student's first step starts from the teacher's weights (lr 1e-9 leaves them
     there); without it, from a random network. A teacher stage has no teacher to start from."""
