@@ -6,8 +6,10 @@ AdamW (optimiser). Two designs: the embedded default's test size (3 channels, 64
 branches, batch 32) and the FER+ profile's (1 channel, 48 px, 16-32-64 branches, fusion 128,
 batch 64), on random faces of those shapes (a step's cost depends on shapes only). Each is run
 with the networks as built (today's path, fp32), converted to channels-last memory, under bf16
-autocast (`precision: bf16`, the forward passes; the losses in float32), and both, in the same
-run, from the same initial weights and batches; the loss of every step of each against the
+autocast (`precision: bf16`, the forward passes; the losses in float32), and both, and with the
+teacher's maps computed outside the step (`teacher_maps_cached`: what gme_train does since the
+teacher's maps are computed once before training, components/training/gme.py teacher_attention),
+in the same run, from the same initial weights and batches; the loss of every step of each against the
 first is compared (the same curve within noise is the bar a faster path must meet).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gme_step.py [--steps 20]
@@ -40,7 +42,8 @@ def as_float(maps: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, .
     return [tuple(m.float() for m in block) for block in maps]
 
 
-def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int = 0, precision: str = "fp32") -> dict:
+def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int = 0, precision: str = "fp32",
+        cached_teacher: bool = False) -> dict:
     torch.manual_seed(seed)
     teacher, student = GMENet(cfg).eval(), GMENet(cfg)
     if channels_last:
@@ -57,11 +60,17 @@ def run(cfg: GMEConfig, batch: int, steps: int, channels_last: bool, seed: int =
         hr_faces = rng.integers(0, 256, (batch, size, size, chans), dtype=np.uint8)
         labels = torch.from_numpy(rng.integers(0, cfg.num_classes, batch))
         x, hr = images_to_tensor(lr_faces), images_to_tensor(hr_faces)
+        if cached_teacher:  # the stage's teacher_attention: the teacher's maps computed before training, not per step
+            untimed = time.perf_counter()
+            with torch.no_grad():
+                _, teacher_maps = teacher(hr, with_attention=True)
+            t0 += time.perf_counter() - untimed
         t1 = time.perf_counter()
         with training_autocast(precision, torch.device("cpu")):
             logits, maps = student(x, with_attention=True)
-            with torch.no_grad():
-                _, teacher_maps = teacher(hr, with_attention=True)
+            if not cached_teacher:
+                with torch.no_grad():
+                    _, teacher_maps = teacher(hr, with_attention=True)
         loss = F.cross_entropy(logits.float(), labels) + 5.0 * attention_similarity_loss(as_float(maps),
                                                                                        as_float(teacher_maps))
         t2 = time.perf_counter()
@@ -89,7 +98,8 @@ def main() -> None:
         out[name] = {"batch": batch, "as_built": base}
         for variant, kwargs in (("channels_last", {"channels_last": True}),
                                 ("bf16", {"channels_last": False, "precision": "bf16"}),
-                                ("bf16_channels_last", {"channels_last": True, "precision": "bf16"})):
+                                ("bf16_channels_last", {"channels_last": True, "precision": "bf16"}),
+                                ("teacher_maps_cached", {"channels_last": False, "cached_teacher": True})):
             fast = run(cfg, batch, args.steps, **kwargs)
             drift = max(abs(a - b) / abs(a) for a, b in zip(base["losses"], fast.pop("losses"), strict=True))
             out[name][variant] = fast | {"speedup": round(base["seconds_per_step"] / fast["seconds_per_step"], 3),

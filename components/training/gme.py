@@ -76,6 +76,27 @@ def distilled_probabilities(cfg: GMETrainConfig, store: PreparedStore, faces: li
     return np.stack(out).astype(np.float32)
 
 
+def teacher_attention(teacher: GMENet, hr: np.ndarray, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The frozen (eval-mode) teacher's attention maps on the HR faces `hr` and on their mirrors, per block:
+    (a_channel (2, N, C), a_spatial (2, N, 1, h, w)). Computed once, so a student step indexes them instead of
+    running the teacher (about 18% of the step; benchmarks/README.md, "GME-Net student step"). The same maps as
+    the step's own teacher pass, to float rounding (other batches: 1e-7 in a few cells)."""
+    per_block: list[tuple[list, list]] = []
+    with torch.no_grad():
+        for faces in (hr, hr[:, :, ::-1]):
+            blocks: list[tuple[list, list]] = []
+            for start in range(0, len(faces), 256):
+                _, maps = teacher(images_to_tensor(np.ascontiguousarray(faces[start:start + 256]), device),
+                                  with_attention=True)
+                blocks = blocks or [([], []) for _ in maps]
+                for (channel, spatial), (a_channel, a_spatial) in zip(blocks, maps, strict=True):
+                    channel.append(a_channel)
+                    spatial.append(a_spatial)
+            per_block.append(blocks)
+    return [tuple(torch.stack([torch.cat(parts) for parts in (plain[i], mirror[i])]) for i in range(2))
+            for plain, mirror in zip(*per_block, strict=True)]
+
+
 class DistillationTask:
     """GME-Net's training task of one worker: the network, AdamW, the CE (+ A-SKD) step."""
 
@@ -93,10 +114,11 @@ class DistillationTask:
             if cfg.targets == "votes" else None
         kd_faces = [self.train.faces[k] for k in self.keys] if cfg.kd_input == "lr" else [self.train.hr]
         self.kd = distilled_probabilities(cfg, store, kd_faces, ctx.device) if cfg.kd_weight > 0 else None
-        self.teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
+        teacher = load_gmenet(cfg.teacher).to(ctx.device) if self.student else None
+        self.teacher_maps = teacher_attention(teacher, self.train.hr, ctx.device) if self.student else None
         network = GMENet(gme_network(cfg, store.meta))
         if cfg.init_from_teacher:
-            network.load_state_dict(self.teacher.state_dict())
+            network.load_state_dict(teacher.state_dict())
         self.model = ctx.wrap(network)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.optimizers = [self.optimizer]
@@ -120,25 +142,21 @@ class DistillationTask:
         rows = rng.integers(0, len(self.train.labels), cfg.batch_size)
         scale_of = rng.integers(0, len(self.keys), cfg.batch_size)
         faces = np.stack([self.train.faces[self.keys[s]][r] for s, r in zip(scale_of, rows)])
-        hr = self.train.hr[rows]
-        if cfg.flip:
-            flip = rng.random(cfg.batch_size) < 0.5
-            faces[flip] = faces[flip][:, :, ::-1]
-            hr = hr.copy()
-            hr[flip] = hr[flip][:, :, ::-1]
+        flip = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+        faces[flip] = faces[flip][:, :, ::-1]
         target = self.train.labels[rows] if self.targets is None else self.targets[rows]
         if self.kd is not None:
             base = np.eye(self.kd.shape[-1], dtype=np.float32)[target] if self.targets is None else target
             source = scale_of if cfg.kd_input == "lr" else np.zeros_like(scale_of)
-            kd = self.kd[source, (flip if cfg.flip else np.zeros(cfg.batch_size, bool)).astype(int), rows]
+            kd = self.kd[source, flip.astype(int), rows]
             target = (1 - cfg.kd_weight) * base + cfg.kd_weight * kd
         logits, maps = self.model(images_to_tensor(faces, device), with_attention=True)
         ce = F.cross_entropy(logits, torch.from_numpy(target).to(device), weight=self.weights)
         logs = {"l_ce": ce.item()}
         loss = ce
-        if self.student:
-            with torch.no_grad():
-                _, teacher_maps = self.teacher(images_to_tensor(hr, device), with_attention=True)
+        if self.student:  # the teacher's maps on the matching HR face (mirrored with it)
+            mirror, index = torch.from_numpy(flip.astype(np.int64)), torch.from_numpy(rows)
+            teacher_maps = [(channel[mirror, index], spatial[mirror, index]) for channel, spatial in self.teacher_maps]
             at = attention_similarity_loss(maps, teacher_maps)
             loss = ce + cfg.lambda_at * at
             logs["l_at"] = at.item()

@@ -7,6 +7,7 @@ the 100 px variant: benchmarks/README.md, "x8 at the synthetic default's face si
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,14 +20,16 @@ from torch.nn import functional as F
 
 from components.config import GMETrainConfig
 from components.data.store import PreparedStore, ScaledFaces
+from components.distributed import WorkerContext
 from components.io import BadInput
+from components.losses import attention_similarity_loss
 from components.models.covpool import load_covpool
 from components.models.gmenet import GMENet, load_gmenet
 from components.models.isr import load_isr, super_resolve
 from components.runtime import images_to_tensor, predict_proba
 from components.stages.gme_teacher import train_gme_teacher
 from components.stages.gme_train import train_gmenet
-from components.training.gme import accuracy_per_scale
+from components.training.gme import DistillationTask, accuracy_per_scale
 from tests.conftest import LINEAGE_TAGS, store_with_train_votes
 from tests.model.interrupt import cli_env, kill_mid_run_and_rerun, write_params
 
@@ -284,6 +287,32 @@ def test_kd_input_lr_teaches_the_kd_teachers_reading_of_the_students_own_lr_face
     assert hr["hr_reading"] > lr["hr_reading"], (lr, hr)
     with pytest.raises(BadInput, match="gmenet.kd_input: 'mid'"):
         replace(student_cfg, kd_input="mid")
+
+
+def test_the_students_step_reads_the_teachers_maps_of_the_matching_hr_face(gme_teacher_run):
+    """The teacher's attention maps are computed once before training (teacher_attention); a student step's A-SKD
+    term must be what the frozen teacher's own pass on the step's HR faces, mirrored where the LR face is, gives."""
+    _, _, student_cfg = gme_teacher_run
+    ctx = WorkerContext(rank=0, world_size=1, device=torch.device("cpu"), report=lambda *a: None,
+                        restore=lambda: None, wrap=lambda m: m)
+    task = DistillationTask(replace(student_cfg, num_workers=1), ctx)
+    before = copy.deepcopy(task.model)
+    teacher = load_gmenet(student_cfg.teacher)
+    for seed in range(3):
+        before.load_state_dict(task.model.state_dict())
+        l_at = task.step(seed, np.random.default_rng(seed))["l_at"]
+        rng = np.random.default_rng(seed)  # the step's draw: rows, scales, mirrors
+        rows = rng.integers(0, len(task.train.labels), student_cfg.batch_size)
+        scale_of = rng.integers(0, len(task.keys), student_cfg.batch_size)
+        flip = rng.random(student_cfg.batch_size) < 0.5
+        assert 0 < flip.sum() < len(flip)
+        faces = np.stack([task.train.faces[task.keys[s]][r] for s, r in zip(scale_of, rows)])
+        hr = task.train.hr[rows].copy()
+        faces[flip], hr[flip] = faces[flip][:, :, ::-1], hr[flip][:, :, ::-1]
+        with torch.no_grad():
+            _, maps = before(images_to_tensor(faces), with_attention=True)
+            _, teacher_maps = teacher(images_to_tensor(hr), with_attention=True)
+        assert l_at == pytest.approx(float(attention_similarity_loss(maps, teacher_maps)), rel=1e-5)
 
 
 def test_init_from_teacher_starts_the_student_from_its_hr_teacher(gme_runs, tmp_path, monkeypatch):
