@@ -5,7 +5,9 @@
   gme_train    the LR student of the same design, on LR faces of every prepared scale
                (MATLAB bicubic back to the input size; each sample of a batch draws its
                scale), with  L = CE + lambda * A-SKD(student maps on the LR face, frozen
-               teacher maps on the matching HR face)  (components/losses.py; lambda = 5).
+               teacher maps on the matching HR face)  (components/losses.py; lambda = 5); the
+               frozen teacher's maps of every HR training face and its mirror are computed once,
+               before the first step (teacher_attention).
 
 Each worker draws its batches from its own shard of the training rows (rows i with
 i % world == rank). Horizontal flips, applied to LR and HR alike. AdamW, cosine learning
